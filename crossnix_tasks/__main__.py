@@ -1,0 +1,3 @@
+from crossnix_tasks.cli import main
+
+main()

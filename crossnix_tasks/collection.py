@@ -1,0 +1,12 @@
+"""The task collection: ``inv --list`` in a project, ``crossnix --help`` anywhere."""
+
+from __future__ import annotations
+
+from invoke.collection import Collection
+
+from crossnix_tasks.commands import demo, inventory
+
+ns = Collection()
+for module in (inventory, demo):
+    for task_object in Collection.from_module(module).tasks.values():
+        ns.add_task(task_object)

@@ -1,0 +1,1 @@
+"""Invoke tasks, one module per area; :mod:`crossnix_tasks.collection` gathers them."""

@@ -1,0 +1,20 @@
+"""`inv demo`: the README's main job on a machine without internet access."""
+
+from __future__ import annotations
+
+from invoke.context import Context
+
+from crossnix_tasks import ui
+from crossnix_tasks.commands import inventory
+from crossnix_tasks.project import Project
+from crossnix_tasks.taskutil import crossnix_task
+
+
+@crossnix_task()
+def demo(c: Context, project: Project) -> None:
+    """Run the embedded demo: the boards, the shipped inventory and its validation."""
+    ui.out.rule("installed boards")
+    inventory.boards.body(c)
+    ui.out.rule(f"targets of {project.inventory_path}")
+    inventory.targets.body(c)
+    inventory.check_config.body(c)
