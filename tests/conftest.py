@@ -14,6 +14,8 @@ from crossnix_tasks.plugins import Plugins, load_plugins
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.rig.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def builtin_plugins() -> Plugins:
