@@ -14,7 +14,7 @@ from crossnix_tasks.plugins import Plugins, load_plugins
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.rig.fixtures"]
+pytest_plugins = ["tests.rig.fixtures", "tests.nixfixtures"]
 
 
 @pytest.fixture(scope="session")

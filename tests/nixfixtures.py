@@ -1,0 +1,131 @@
+"""pytest plugin: real Nix 2.8 for crossnix's Nix backend tests (loaded from tests/conftest.py).
+
+Fixtures
+--------
+real_nix         function  NIX_CONFIG for Nix as root without a daemon or binary caches (test-rig.md §1)
+fake_run         function  replaces crossnix_tasks.process.run; records argv, answers from a script
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crossnix_tasks import process
+from crossnix_tasks.process import Completed
+
+NIX_TEST_CONFIG = "\n".join(
+    [
+        "experimental-features = nix-command flakes",
+        "build-users-group =",
+        "substituters =",
+    ]
+)
+
+
+def nix_unavailable_reason() -> str | None:
+    if shutil.which("nix") is None:
+        return "nix is not installed (Debian: apt-get install nix-bin)"
+    return None
+
+
+@pytest.fixture
+def real_nix(monkeypatch: pytest.MonkeyPatch) -> str:
+    reason = nix_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.setenv("NIX_CONFIG", NIX_TEST_CONFIG)
+    return NIX_TEST_CONFIG
+
+
+@dataclass
+class FakeRun:
+    """Stands in for :func:`crossnix_tasks.process.run`: records each call, answers with ``responses``.
+
+    ``responses`` maps an argv prefix (tuple) to stdout text, or to a callable taking the argv."""
+
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    envs: list[Mapping[str, str] | None] = field(default_factory=list)
+    inputs: list[bytes | None] = field(default_factory=list)
+    responses: list[tuple[tuple[str, ...], Any]] = field(default_factory=list)
+
+    def answer(self, prefix: Sequence[str], stdout: str | Callable[[tuple[str, ...]], str]) -> None:
+        self.responses.append((tuple(prefix), stdout))
+
+    async def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Any = None,
+        input: bytes | None = None,
+        on_stderr_line: Callable[[str], None] | None = None,
+        check: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109 - mirrors process.run
+    ) -> Completed:
+        args = tuple(str(a) for a in argv)
+        self.calls.append(args)
+        self.envs.append(env)
+        self.inputs.append(input)
+        stdout = ""
+        for prefix, response in self.responses:
+            if args[: len(prefix)] == prefix:
+                stdout = response(args) if callable(response) else response
+                break
+        return Completed(args, 0, stdout, "", stdout.encode())
+
+
+@pytest.fixture
+def fake_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRun]:
+    fake = FakeRun()
+    monkeypatch.setattr(process, "run", fake)
+    yield fake
+
+
+# Emulation inside a user namespace (test-rig.md §8) ------------------------------------------------------
+
+QEMU_BINFMT = {
+    "aarch64-linux": "/usr/lib/binfmt.d/qemu-aarch64.conf",
+    "riscv64-linux": "/usr/lib/binfmt.d/qemu-riscv64.conf",
+}
+
+# Mount a private binfmt_misc, register each conf file given before "--", then exec the rest. Values only
+# travel as positional parameters.
+_REGISTER = (
+    "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || exit 111; "
+    'while [ "$1" != "--" ]; do cat "$1" > /proc/sys/fs/binfmt_misc/register || exit 112; shift; done; '
+    'shift; exec "$@"'
+)
+
+
+def userns_unavailable_reason(system: str = "aarch64-linux") -> str | None:
+    import subprocess
+
+    conf = QEMU_BINFMT.get(system)
+    if conf is None or not Path(conf).exists():
+        return f"qemu-user-static's binfmt file for {system} is missing (apt-get install qemu-user-static)"
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "sh", "-c", _REGISTER,
+         "sh", conf, "--", "true"],
+        capture_output=True, text=True, check=False,
+    )
+    if probe.returncode != 0:
+        return f"cannot register binfmt_misc inside a user namespace (needs Linux 6.7+): {probe.stderr.strip()}"
+    return None
+
+
+def in_binfmt_userns(argv: Sequence[str], systems: Sequence[str] = ("aarch64-linux",)) -> list[str]:
+    """``argv`` run in a new user + mount namespace with qemu-user registered for ``systems`` (nothing global)."""
+    confs = [QEMU_BINFMT[s] for s in systems]
+    return ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private",
+            "sh", "-c", _REGISTER, "sh", *confs, "--", *argv]
+
+
+def globally_registered(system: str) -> bool:
+    name = {"aarch64-linux": "qemu-aarch64", "riscv64-linux": "qemu-riscv64"}.get(system, "")
+    return bool(name) and Path("/proc/sys/fs/binfmt_misc", name).exists()

@@ -1,0 +1,107 @@
+"""crossnix_tasks.process: the one place local processes start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from crossnix_tasks import process
+from crossnix_tasks.process import ProcessFailed, ProcessTimeout
+
+
+async def test_collects_stdout_and_exit_code() -> None:
+    done = await process.run(["printf", "%s\\n", "hello", "world"])
+    assert done.argv == ("printf", "%s\\n", "hello", "world")
+    assert done.returncode == 0
+    assert done.stdout == "hello\nworld\n"
+    assert done.stdout_bytes == b"hello\nworld\n"
+
+
+async def test_stdin_and_env_are_passed_exactly(tmp_path: Path) -> None:
+    done = await process.run(["cat"], input=b"secret never on argv")
+    assert done.stdout == "secret never on argv"
+    env = await process.run(["env"], env={"ONLY": "this", "PATH": os.environ["PATH"]}, cwd=tmp_path)
+    assert "ONLY=this" in env.stdout.splitlines()
+    assert "HOME=" not in env.stdout
+
+
+async def test_argv_is_never_a_shell_string(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    done = await process.run(["echo", f"; touch {marker}", "$(id)"])
+    assert done.stdout == f"; touch {marker} $(id)\n"
+    assert not marker.exists()
+
+
+async def test_stderr_lines_reach_the_callback_as_they_arrive() -> None:
+    seen: list[str] = []
+    script = "for i in 1 2 3; do echo line$i >&2; done; echo out"
+    done = await process.run(["sh", "-c", script], on_stderr_line=seen.append)
+    assert seen == ["line1", "line2", "line3"]
+    assert done.stderr == "line1\nline2\nline3"
+    assert done.stdout == "out\n"
+
+
+async def test_failure_raises_with_argv_and_stderr_tail() -> None:
+    with pytest.raises(ProcessFailed) as info:
+        await process.run(["sh", "-c", "echo first >&2; echo boom >&2; exit 3"])
+    exc = info.value
+    assert exc.returncode == 3
+    assert exc.argv == ("sh", "-c", "echo first >&2; echo boom >&2; exit 3")
+    assert "exit code 3" in exc.message and "boom" in exc.message
+    unchecked = await process.run(["sh", "-c", "exit 4"], check=False)
+    assert unchecked.returncode == 4
+
+
+async def test_missing_program() -> None:
+    with pytest.raises(ProcessFailed) as info:
+        await process.run(["nix-does-not-exist-here"])
+    assert info.value.returncode == 127
+    assert info.value.hint and "nix-bin" in info.value.hint
+
+
+async def test_timeout_stops_the_child() -> None:
+    start = time.monotonic()
+    with pytest.raises(ProcessTimeout):
+        await process.run(["sleep", "30"], timeout=0.3)
+    assert time.monotonic() - start < 5
+
+
+async def test_cancellation_terminates_the_child_and_its_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    # a parent shell and a grandchild: both must go when the task is cancelled (Ctrl-C)
+    script = f'sleep 60 & echo $$ $! > {pidfile}; wait'
+    task = asyncio.create_task(process.run(["sh", "-c", script]))
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        alive = [p for p in pids if _alive(p)]
+        if not alive:
+            break
+        await asyncio.sleep(0.05)
+    assert not alive, f"still running: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_observe_records_every_process() -> None:
+    with process.observe() as started:
+        await process.run(["true"])
+        await process.run(["echo", "x"])
+    await process.run(["true"])
+    assert started == [("true",), ("echo", "x")]
