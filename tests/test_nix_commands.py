@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ in {
 async def test_real_eval_and_build(real_nix: str, tmp_path: Path) -> None:
     file = tmp_path / "drvs.nix"
     file.write_text(DRVS)
-    salt = tmp_path.name
+    salt = f"{tmp_path}-{time.time_ns()}"
     assert await nix.eval_json(file, "value", argstr={"salt": salt}) == {"a": 1, "b": ["x"]}
     drv = await nix.eval_json(file, "good.drvPath", argstr={"salt": salt})
     events = []
@@ -133,7 +134,7 @@ async def test_real_eval_and_build(real_nix: str, tmp_path: Path) -> None:
 async def test_real_build_failure_shows_the_log_tail(real_nix: str, tmp_path: Path) -> None:
     file = tmp_path / "drvs.nix"
     file.write_text(DRVS)
-    drv = await nix.eval_json(file, "bad.drvPath", argstr={"salt": tmp_path.name})
+    drv = await nix.eval_json(file, "bad.drvPath", argstr={"salt": f"{tmp_path}-{time.time_ns()}"})
     with pytest.raises(NixError) as info:
         await nix.build([drv])
     message = info.value.message
