@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from crossnix_tasks.commands import demo, inventory
+from crossnix_tasks.commands import board, demo, inventory
 
 ns = Collection()
-for module in (inventory, demo):
+for module in (inventory, demo, board):
     for task_object in Collection.from_module(module).tasks.values():
         ns.add_task(task_object)

@@ -1,0 +1,215 @@
+"""Tasks for the path from a new board to the fleet: flash, vm, hwconfig, doctor."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from invoke.context import Context
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from crossnix_tasks import flash as flashing
+from crossnix_tasks import qemu, ui, vmstate
+from crossnix_tasks import vm as vm_module
+from crossnix_tasks.boards import Board
+from crossnix_tasks.errors import CrossnixError
+from crossnix_tasks.inventory import Target
+from crossnix_tasks.project import Project
+from crossnix_tasks.selection import select
+from crossnix_tasks.taskutil import crossnix_task
+
+
+def ask_yes(question: str) -> bool:
+    """The confirmation prompt of ``inv flash``: only a typed ``yes`` on a terminal counts."""
+    if not sys.stdin.isatty():
+        raise flashing.FlashRefused(
+            f"{question}\nno confirmation: standard input is not a terminal",
+            hint="check the device above, then run again with --yes",
+        )
+    ui.err.print(question, soft_wrap=True)
+    return ui.err.input("Type 'yes' to write: ").strip() == "yes"
+
+
+@contextmanager
+def byte_progress() -> Iterator[flashing.ProgressCallback]:
+    """A rich progress bar fed by (phase, done, total) callbacks from the writing thread."""
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=ui.err, transient=False) as progress:
+        tasks: dict[str, object] = {}
+
+        def report(phase: str, done: int, total: int | None) -> None:
+            task_id = tasks.get(phase)
+            if task_id is None:
+                task_id = tasks[phase] = progress.add_task(phase, total=total)
+            progress.update(task_id, completed=done, total=total)  # type: ignore[arg-type]
+
+        yield report
+
+
+@crossnix_task(
+    auto_shortflags=False,
+    help={
+        "image": "image file to write (zstd, xz, gzip or raw)",
+        "device": "whole block device to overwrite, e.g. /dev/sdb or /dev/mmcblk0",
+        "yes": "do not ask for confirmation",
+        "to_file": "allow a regular file as --device (tests, preparing images)",
+        "non_removable": "allow a device that is neither removable nor hot-pluggable (loop device, internal disk)",
+    },
+)
+async def flash(
+    c: Context,
+    project: Project,
+    image: str | None = None,
+    device: str | None = None,
+    yes: bool = False,
+    to_file: bool = False,
+    non_removable: bool = False,
+) -> None:
+    """Write an image to an SD card or USB stick, fsync it and verify it by reading it back."""
+    if not device:
+        raise CrossnixError("flash needs --device", hint="`lsblk -o PATH,SIZE,RM,MODEL` lists the devices")
+    if not image:
+        raise CrossnixError("flash needs --image FILE")
+    with byte_progress() as report:
+        destination, result = await flashing.flash(
+            Path(image),
+            Path(device),
+            confirm=None if yes else ask_yes,
+            to_file=to_file,
+            allow_non_removable=non_removable,
+            progress=report,
+        )
+    ui.out.print(
+        f"wrote {flashing.human_size(result.bytes_written)} to {destination.path}, "
+        f"verified (sha256 {result.sha256})"
+    )
+
+
+def _state_dir(project: Project) -> Path:
+    if project.inventory_path.exists():
+        return project.inventory.state_dir
+    return project.root / ".crossnix"
+
+
+@dataclass(frozen=True)
+class _VmSubject:
+    name: str
+    board: Board
+    system: str
+    variant: str | None
+    target: Target | None
+
+
+def _vm_subject(project: Project, target: str | None, board: str | None, system: str | None,
+                variant: str | None) -> _VmSubject:
+    if bool(target) == bool(board):
+        raise CrossnixError("vm needs exactly one of --target NAME or --board BOARD")
+    if target:
+        matched = select(project.require_inventory(), [target])
+        if len(matched) != 1:
+            raise CrossnixError(f"vm boots one target at a time; {target!r} matches {len(matched)}")
+        chosen = matched[0]
+        if system and system != chosen.system:
+            raise CrossnixError(f"target {chosen.name} is {chosen.system}; --system {system} does not apply")
+        return _VmSubject(chosen.name, project.plugins.board(chosen.board), chosen.system,
+                          variant or chosen.image_variant, chosen)
+    assert board is not None
+    found = project.plugins.board(board)
+    chosen_system = system or found.default_system
+    if chosen_system not in found.systems:
+        raise CrossnixError(f"board {found.name!r} supports {', '.join(found.systems)}, not {chosen_system!r}")
+    return _VmSubject(f"{found.name}-{chosen_system.split('-')[0]}", found, chosen_system, variant, None)
+
+
+@crossnix_task(
+    auto_shortflags=False,
+    help={
+        "target": "boot the image of this target (SSH forwarded for `inv deploy --on NAME --vm`)",
+        "board": "boot an image of this board (with --image, or --firmware-only)",
+        "system": "Nix system, for boards with several (with --board)",
+        "variant": "image variant (default: the target's or the board's)",
+        "image": "boot this image file instead of building one",
+        "firmware_only": "boot the firmware with no disk (checks QEMU and firmware)",
+        "port": "host port on 127.0.0.1 forwarded to the guest's SSH (default: a free one)",
+        "memory": "guest memory in MiB (default 1024)",
+        "cpus": "guest CPUs (default 2)",
+        "no_kvm": "software emulation even where KVM works",
+        "print_command": "print the QEMU command and exit",
+        "expect": "run headless until the console shows this text (smoke tests), then stop; exit 1 if it never does",
+        "timeout": "seconds to wait for --expect (default 600)",
+    },
+)
+async def vm(
+    c: Context,
+    project: Project,
+    target: str | None = None,
+    board: str | None = None,
+    system: str | None = None,
+    variant: str | None = None,
+    image: str | None = None,
+    firmware_only: bool = False,
+    port: int | None = None,
+    memory: int = qemu.DEFAULT_MEMORY_MIB,
+    cpus: int = qemu.DEFAULT_CPUS,
+    no_kvm: bool = False,
+    print_command: bool = False,
+    expect: str | None = None,
+    timeout: float = 600.0,  # noqa: ASYNC109 - the --timeout flag, applied with asyncio.timeout
+) -> None:
+    """Boot a built image in QEMU: the board's machine and firmware, serial console here, SSH on 127.0.0.1."""
+    subject = _vm_subject(project, target, board, system, variant)
+    state_dir = _state_dir(project)
+    workdir = vm_module.workdir_for(state_dir, subject.name)
+    media = vm_module.variant_media(subject.board, subject.variant)
+    disk = None
+    if not firmware_only:
+        image_path = Path(image) if image else await _build_image(project, subject)
+        with byte_progress() as report:
+            disk = vm_module.prepare_disk(image_path, media, workdir, progress=report)
+    ssh_port = None if disk is None else (port or vm_module.free_port())
+    plan = await vm_module.plan_vm(
+        subject.name, subject.board, subject.system, disk=disk, workdir=workdir, ssh_port=ssh_port,
+        allow_kvm=not no_kvm,
+    )
+    if print_command:
+        ui.out.print(shlex.join(plan.argv(memory_mib=memory, cpus=cpus)), markup=False)
+        return
+    ui.err.print(f"{subject.name}: {plan.machine.binary} -machine {plan.machine.machine}; {plan.accel.reason}",
+                 markup=False)
+    if expect is not None:
+        log = workdir / "console.log"
+        log.unlink(missing_ok=True)
+        argv = plan.argv(serial=qemu.serial_file(log), memory_mib=memory, cpus=cpus)
+        marker, _ = await vm_module.run_until(argv, log, [expect], timeout, echo=True)
+        ui.out.print(f"\n{subject.name}: the console showed {marker!r}", markup=False)
+        return
+    if ssh_port is not None:
+        user = subject.target.user if subject.target else "root"
+        ui.err.print(f"SSH: ssh -p {ssh_port} {user}@127.0.0.1" + (
+            f"   deploy: inv deploy --on {subject.name} --vm" if subject.target else ""), markup=False)
+    ui.err.print("serial console follows; quit QEMU with Ctrl-a x", markup=False)
+    if subject.target is not None and ssh_port is not None:
+        vmstate.write_state(state_dir, vmstate.new_state(subject.name, ssh_port, disk.path if disk else None))
+    try:
+        status = await vm_module.run_interactive(plan.argv(memory_mib=memory, cpus=cpus))
+    finally:
+        if subject.target is not None:
+            vmstate.remove_state(state_dir, subject.name)
+    if status != 0:
+        raise CrossnixError(f"QEMU exited with status {status}")
+
+
+async def _build_image(project: Project, subject: _VmSubject) -> Path:
+    raise CrossnixError(
+        f"building images for `inv vm` is not wired yet; pass --image FILE for {subject.name}",
+    )
