@@ -27,6 +27,7 @@ DEFAULT_FILE = "boards.toml"
 
 Strategy = Literal["cross", "emulated", "native", "remote"]
 Goal = Literal["switch", "boot", "test", "dry-activate"]
+HostKeyCheck = Literal["strict", "accept-new"]
 
 TARGET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -116,6 +117,8 @@ class TargetTable(_Model):
     known_hosts: str | None = None
     proxy_jump: str | None = None
     ssh_options: dict[str, str] | None = None
+    host_key_check: HostKeyCheck | None = None
+    ask_sudo_password: bool | None = None
     tags: list[str] | None = None
     modules: list[str] | None = None
     build: Strategy | None = None
@@ -216,6 +219,8 @@ class Target:
     known_hosts: Path | None = None
     proxy_jump: str | None = None
     ssh_options: Mapping[str, str] = field(default_factory=dict)
+    host_key_check: HostKeyCheck = "strict"
+    ask_sudo_password: bool = False
     tags: tuple[str, ...] = ()
     modules: tuple[Path, ...] = ()
     build: Strategy = "cross"
@@ -395,6 +400,8 @@ def _resolve_target(
         known_hosts=_path(path, pick("known_hosts")),
         proxy_jump=pick("proxy_jump"),
         ssh_options={**(defaults.ssh_options or {}), **(table.ssh_options or {})},
+        host_key_check=pick("host_key_check") or "strict",
+        ask_sudo_password=bool(pick("ask_sudo_password")),
         tags=tuple(dict.fromkeys([*(defaults.tags or []), *(table.tags or [])])),
         modules=tuple(module_paths),
         build=strategy,

@@ -17,6 +17,7 @@ an ``sw`` symlink to a shared second store path (so closures have 2 paths).
   time.  A control file holds ``ok``, ``fail`` or ``hang [SECONDS]``;
 * ``fail``: prints an error and exits 1 (nothing else changes);
   ``hang``: sleeps (default 3600 s) -- for timeout tests;
+  ``slow [SECONDS]``: sleeps (default 2 s), then carries on like ``ok``;
 * ``ok``: for switch/boot it points ``/nix/var/crossnix-fake/boot-default``
   at the toplevel (the fake "boot loader"); for switch/test it runs
   ``$toplevel/activate``, which atomically points ``/run/current-system`` at
@@ -55,8 +56,8 @@ __all__ = [
     "write_fake_flake",
 ]
 
-Behaviour = Literal["ok", "fail", "hang"]
-BEHAVIOURS: tuple[str, ...] = ("ok", "fail", "hang")
+Behaviour = Literal["ok", "fail", "hang", "slow"]
+BEHAVIOURS: tuple[str, ...] = ("ok", "fail", "hang", "slow")
 
 #: Directory (inside a target) holding the fake activation log/control files.
 FAKE_STATE_DIR = "/nix/var/crossnix-fake"
@@ -130,6 +131,7 @@ for f in "$state/behaviour.$label" "$state/behaviour"; do
 done
 case "$behaviour" in
   ok) ;;
+  slow) sleep "${arg:-2}" ;;
   fail) echo "crossnix-fake: activation of $label failed (behaviour=fail)" >&2; exit 1 ;;
   hang) echo "crossnix-fake: activation of $label hangs" >&2; exec sleep "${arg:-3600}" ;;
   *) echo "crossnix-fake: unknown behaviour '$behaviour'" >&2; exit 2 ;;

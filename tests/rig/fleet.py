@@ -351,6 +351,8 @@ class _T:  # mutable internal record
     host_key: str
     known_host_key: str
     proc: subprocess.Popen[bytes] | None = None
+    nix_daemon: bool = False
+    daemon: subprocess.Popen[bytes] | None = None
     mntns: str | None = None
     sock: socket.socket | None = None
     user_acquired: bool = False
@@ -450,22 +452,25 @@ class Fleet:
 
     def start(self, name: str, *, user: str = "root", sudo_password: str | None = None,
               sudo: bool = True, require_sigs: bool = True,
-              trusted_public_keys: Sequence[str] = (), extra_nix_conf: Sequence[str] = ()) -> Target:
+              trusted_public_keys: Sequence[str] = (), extra_nix_conf: Sequence[str] = (),
+              nix_daemon: bool = False) -> Target:
         """Create and start a NEW target (use ``restart`` for an existing one).
 
         ``user`` other than root creates (idempotently, per process) a real
         local Unix user authorised for the client key; with ``sudo_password``
         it gets a password-checked sudo rule, without one a NOPASSWD rule
-        (``sudo=False``: no sudo rule at all).
+        (``sudo=False``: no sudo rule at all).  ``nix_daemon`` also runs ``nix-daemon``
+        in the target, so a non-root user's ``nix-daemon --stdio`` (ssh-ng) goes through it
+        as an untrusted client, like on NixOS: copies then need trusted signatures.
         """
         return self.start_many([name], user=user, sudo_password=sudo_password, sudo=sudo,
                                require_sigs=require_sigs, trusted_public_keys=trusted_public_keys,
-                               extra_nix_conf=extra_nix_conf)[0]
+                               extra_nix_conf=extra_nix_conf, nix_daemon=nix_daemon)[0]
 
     def start_many(self, names: Sequence[str], *, user: str = "root", sudo_password: str | None = None,
                    sudo: bool = True, require_sigs: bool = True,
                    trusted_public_keys: Sequence[str] = (),
-                   extra_nix_conf: Sequence[str] = ()) -> list[Target]:
+                   extra_nix_conf: Sequence[str] = (), nix_daemon: bool = False) -> list[Target]:
         """Create and start several new targets in parallel (same settings)."""
         if sudo_password is not None and user == "root":
             raise ValueError("sudo_password needs a non-root user")
@@ -482,6 +487,8 @@ class Fleet:
                                     require_sigs=require_sigs,
                                     trusted_public_keys=tuple(trusted_public_keys),
                                     extra_nix_conf=tuple(extra_nix_conf)) for n in names]
+            for t in created:
+                t.nix_daemon = nix_daemon
             self._write_client_files()
             self._launch(created)
             return [self.target(t.name) for t in created]
@@ -610,6 +617,8 @@ class Fleet:
                         t.proc = proc
                         t.mntns = _mntns(proc.pid)
                         _Reaper.send(op="pid", pid=proc.pid, mntns=t.mntns or "")
+                        if t.nix_daemon:
+                            self._start_daemon(t)
                     else:
                         still.append((t, proc))
                 waiting = still
@@ -624,6 +633,22 @@ class Fleet:
                 break
             self._write_client_files()
             pending = retry
+
+    def _start_daemon(self, t: _T) -> None:
+        assert t.proc is not None
+        socket_path = t.dir / "nix" / "var" / "nix" / "daemon-socket" / "socket"
+        socket_path.unlink(missing_ok=True)
+        with open(t.dir / "launch.log", "ab") as log:
+            t.daemon = subprocess.Popen(
+                ["nsenter", "--mount", "--target", str(t.proc.pid), "--", "/usr/bin/nix-daemon"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                env={"PATH": _CLEAN_PATH, "LANG": "C.UTF-8", "HOME": "/root"}, start_new_session=True,
+            )
+        deadline = time.monotonic() + 15
+        while not socket_path.exists():
+            if t.daemon.poll() is not None or time.monotonic() > deadline:
+                raise RigError(f"nix-daemon for target {t.name!r} did not start:\n{self._log_tail(t)}")
+            time.sleep(0.01)
 
     def _log_tail(self, t: _T) -> str:
         out = []
@@ -657,6 +682,10 @@ class Fleet:
             except ProcessLookupError:
                 pass
             _kill_namespace(t.mntns)
+            if t.daemon is not None:  # killed with the namespace; reap it
+                t.daemon.kill()
+                t.daemon.wait()
+                t.daemon = None
             _Reaper.send(op="unpid", pid=proc.pid)
             t.mntns = None
 
@@ -769,6 +798,48 @@ class Fleet:
             self._create(name, "blackhole")
             self._write_client_files()
             return self.target(name)
+
+    def drop_connections(self, name: str) -> int:
+        """Cut every open SSH connection of a running target, like a network drop.
+
+        Kills sshd's per-connection processes (children of the listener) and their
+        process groups; the listener and detached processes (``setsid``, systemd-run
+        style) survive.  Returns how many connections were cut.
+        """
+        with self._lock:
+            t = self._get(name)
+            if t.proc is None:
+                return 0
+            listener = t.proc.pid
+        cut = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid != listener:
+                continue
+            try:
+                fd = os.pidfd_open(int(entry))
+            except OSError:
+                continue
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                cut += 1
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return cut
+
+    def refuse_logins(self, name: str, refuse: bool = True) -> None:
+        """Make NEW logins fail (empty authorized_keys) or work again; open connections stay."""
+        with self._lock:
+            t = self._get(name)
+            _write_atomic(t.run_dir / "authorized_keys", "" if refuse else self.client_public_key + "\n")
 
     # -- nix configuration ---------------------------------------------------
 
@@ -954,11 +1025,12 @@ class Fleet:
 
     def set_activation_behaviour(self, name: str, behaviour: str | None, *, label: str | None = None,
                                  hang_seconds: float | None = None) -> None:
-        """Flip fake switch-to-configuration at run time: "ok"|"fail"|"hang"; None = baked-in.
+        """Flip fake switch-to-configuration at run time: "ok"|"fail"|"hang"|"slow"; None = baked-in.
 
-        ``label`` restricts it to one fake system; ``hang_seconds`` bounds a hang.
+        ``label`` restricts it to one fake system; ``hang_seconds`` bounds a hang (or the delay of
+        "slow", which then activates like "ok").
         """
-        if behaviour not in (None, "ok", "fail", "hang"):
+        if behaviour not in (None, "ok", "fail", "hang", "slow"):
             raise ValueError(f"bad behaviour {behaviour!r}")
         if label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", label):
             raise ValueError(f"bad label {label!r}")
@@ -968,7 +1040,7 @@ class Fleet:
         if behaviour is None:
             f.unlink(missing_ok=True)
         else:
-            arg = f" {hang_seconds:g}" if behaviour == "hang" and hang_seconds is not None else ""
+            arg = f" {hang_seconds:g}" if behaviour in ("hang", "slow") and hang_seconds is not None else ""
             _write_atomic(f, behaviour + arg + "\n")
 
     def seed(self, name: str, paths: Sequence[str]) -> None:

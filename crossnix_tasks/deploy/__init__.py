@@ -1,0 +1,1 @@
+"""Fleet deployment: the per-target pipeline, its events, progress view and report."""
