@@ -1,0 +1,53 @@
+"""The pipeline's orchestration against 80 simulated targets (real SSH, modelled target script)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from crossnix_tasks.deploy.events import Event, Result, Stage
+from crossnix_tasks.inventory import DeploySettings
+from tests.rig.simfleet import SimFleet
+from tests.simtarget import HANDLERS, initial_state, sim_deployment
+
+TOPLEVEL = "/nix/store/00000000000000000000000000000000-nixos-system-sim"
+
+
+async def test_eighty_targets_with_stage_limits(
+    rig_sim_fleet: Callable[..., Awaitable[SimFleet]], tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    sim = await rig_sim_fleet(80, handlers=HANDLERS, initial_state=initial_state)
+    sim.targets["sim003"].state["fail"] = True
+    await sim.stop_target("sim007")
+    deployment = sim_deployment(sim, tmp_path, TOPLEVEL, settings=DeploySettings(), parallel=8)
+    active: set[str] = set()
+    peak = 0
+
+    def listener(event: Event) -> None:
+        nonlocal peak
+        if event.kind == "stage" and event.stage == Stage.ACTIVATE:
+            active.add(event.target)
+            peak = max(peak, len(active))
+        elif event.kind == "result":
+            active.discard(event.target)
+
+    deployment.sink.listeners.append(listener)
+    report = await deployment.run()
+    results = {t.target: t.result for t in report.targets}
+    assert results.pop("sim003") == Result.ROLLED_BACK
+    assert results.pop("sim007") == Result.UNREACHABLE
+    assert set(results.values()) == {Result.OK}
+    assert 1 < peak <= 8
+    assert report.exit_code == 1
+    for name, target in sim.targets.items():
+        if name in ("sim003", "sim007"):
+            assert target.state["generations"] in ([], [TOPLEVEL]) and target.state["current_system"] == ""
+        else:
+            assert target.state["current_system"] == TOPLEVEL and target.state["current_gen"] == 1
+            actions = [shlex.split(c)[5] for c in target.commands if c.startswith("sh -c")]
+            assert actions == ["state", "begin", "wait", "state", "decide"]
+    # one work connection per target plus the fresh confirmation login
+    assert sim.stats.connections_total == 2 * 78 + 2
