@@ -1,0 +1,2 @@
+# offline nixpkgs stand-in: hardware scan module (no effect).
+{ ... }: { }
