@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import getpass
 import shlex
 import sys
 from collections.abc import Iterator
@@ -12,13 +15,16 @@ from pathlib import Path
 from invoke.context import Context
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from crossnix_tasks import doctor as doctor_module
 from crossnix_tasks import flash as flashing
-from crossnix_tasks import qemu, ui, vmstate
+from crossnix_tasks import hwconfig as hwconfig_module
+from crossnix_tasks import qemu, signing, ssh, ui, vmstate
 from crossnix_tasks import vm as vm_module
 from crossnix_tasks.boards import Board
 from crossnix_tasks.errors import CrossnixError
-from crossnix_tasks.inventory import Target
+from crossnix_tasks.inventory import Target, inventory_from_source
 from crossnix_tasks.project import Project
+from crossnix_tasks.remote import Remote, check_sudo
 from crossnix_tasks.selection import select
 from crossnix_tasks.taskutil import crossnix_task
 
@@ -212,4 +218,115 @@ async def vm(
 async def _build_image(project: Project, subject: _VmSubject) -> Path:
     raise CrossnixError(
         f"building images for `inv vm` is not wired yet; pass --image FILE for {subject.name}",
+    )
+
+
+def _flake_dir(project: Project) -> Path | None:
+    """The local directory of the project's flake, or None for a remote flake reference."""
+    ref = project.inventory.flake
+    if ref.startswith("path:"):
+        ref = ref[len("path:") :]
+    elif ":" in ref.split("?")[0]:
+        return None
+    return (project.root / ref.split("?")[0]).resolve()
+
+
+def print_checks(checks: list[doctor_module.Check]) -> None:
+    scope = None
+    for check in checks:
+        if check.scope != scope:
+            scope = check.scope
+            ui.out.print(scope, style="bold", markup=False)
+        colour = "green" if check.ok else ("yellow" if check.warning else "red")
+        ui.out.print(f"  [{colour}]{check.status:<8}[/{colour}] {check.name:<22} ", end="")
+        ui.out.print(check.detail, markup=False)
+        if not check.ok and check.fix:
+            ui.out.print(f"  {'':<8} {'':<22} fix: ", end="")
+            ui.out.print(check.fix, markup=False)
+    failed = sum(c.failed for c in checks)
+    warnings = sum(not c.ok and c.warning for c in checks)
+    ui.out.print(f"{len(checks)} checks: {failed} failed, {warnings} warning(s)", markup=False)
+
+
+@crossnix_task(
+    iterable=["on"],
+    help={
+        "on": "also check these targets over SSH: NAME, GLOB or @TAG; repeatable",
+        "json": "print JSON",
+        "connect_timeout": "seconds to wait for each target's SSH login (default 15)",
+    },
+)
+async def doctor(
+    c: Context, project: Project, on: list[str] | None = None, json: bool = False, connect_timeout: float = 15.0
+) -> None:
+    """Check Nix, flake inputs, build support per system, signing setup and (--on) the targets; print each fix."""
+    has_inventory = project.inventory_path.exists()
+    inventory = project.inventory if has_inventory else None
+    all_targets = list(inventory.targets.values()) if inventory else []
+    chosen = select(inventory, on) if inventory is not None and on else all_targets
+    state_dir = inventory.state_dir if inventory else None
+    checks = await doctor_module.local_checks(
+        chosen, project.plugins.boards, flake_dir=_flake_dir(project) if inventory else None, state_dir=state_dir
+    )
+    if on:
+        if inventory is None:
+            project.require_inventory()
+        assert state_dir is not None
+        env = ssh.SshEnv(state_dir=state_dir, connect_timeout=connect_timeout)
+        checks += await doctor_module.all_target_checks(chosen, env, signing.read_public_key(state_dir))
+    if json:
+        ui.print_json([dataclasses.asdict(check) | {"status": check.status} for check in checks])
+    else:
+        print_checks(checks)
+    failed = [check for check in checks if check.failed]
+    if failed:
+        raise CrossnixError(f"{len(failed)} check(s) failed: " + ", ".join(f"{c.scope}: {c.name}" for c in failed))
+
+
+def _one_target(project: Project, name: str | None, task_name: str) -> Target:
+    if not name:
+        raise CrossnixError(f"{task_name} needs --target NAME")
+    matched = select(project.require_inventory(), [name])
+    if len(matched) != 1:
+        raise CrossnixError(f"{task_name} works on one target at a time; {name!r} matches {len(matched)}")
+    return matched[0]
+
+
+async def _sudo_password(target: Target) -> str | None:
+    if target.user == "root" or not target.ask_sudo_password:
+        return None
+    prompt = f"sudo password for {target.user} on {target.name}: "
+    return await asyncio.to_thread(getpass.getpass, prompt)
+
+
+@crossnix_task(
+    help={"target": "the target to read the hardware of (must be reachable over SSH)",
+          "force": "replace an existing, different hosts/NAME/hardware-configuration.nix"}
+)
+async def hwconfig(c: Context, project: Project, target: str | None = None, force: bool = False) -> None:
+    """Generate the target's hardware-configuration.nix on it and wire it into its modules in boards.toml."""
+    chosen = _one_target(project, target, "hwconfig")
+    env = ssh.SshEnv(state_dir=project.inventory.state_dir)
+    password = await _sudo_password(chosen)
+    conn = await ssh.connect(chosen, env)
+    try:
+        session = Remote(chosen, conn, sudo_password=password)
+        if password is not None:
+            await check_sudo(session, password)
+        text = await hwconfig_module.generate(session)
+    finally:
+        conn.close()
+    await hwconfig_module.check_parses(text)
+    path, written = hwconfig_module.write_file(project.root, chosen, text, force=force)
+    wired = hwconfig_module.wire(
+        project.inventory_path,
+        chosen.name,
+        lambda source: inventory_from_source(project.inventory_path, source, project.plugins.boards),
+    )
+    ui.out.print(f"{path}: {'written' if written else 'unchanged'}", markup=False)
+    ui.out.print(
+        f"{project.inventory_path}: "
+        + (f"added {hwconfig_module.relative_path(chosen.name)!r} to targets.{chosen.name}.modules" if wired
+           else f"targets.{chosen.name}.modules already lists it"),
+        markup=False,
     )
