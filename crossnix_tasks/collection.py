@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from crossnix_tasks.commands import board, demo, deploy, inventory
+from crossnix_tasks.commands import board, build, demo, deploy, inventory
 
 ns = Collection()
-for module in (inventory, demo, board, deploy):
+for module in (inventory, demo, board, deploy, build):
     for task_object in Collection.from_module(module).tasks.values():
         ns.add_task(task_object)

@@ -129,3 +129,35 @@ def in_binfmt_userns(argv: Sequence[str], systems: Sequence[str] = ("aarch64-lin
 def globally_registered(system: str) -> bool:
     name = {"aarch64-linux": "qemu-aarch64", "riscv64-linux": "qemu-riscv64"}.get(system, "")
     return bool(name) and Path("/proc/sys/fs/binfmt_misc", name).exists()
+
+
+# Projects on the offline nixpkgs stand-in ---------------------------------------------------------------
+
+STANDIN = Path(__file__).resolve().parent / "standin"
+
+
+def write_standin_project(
+    directory: Path, boards_toml: str, *, inputs: Mapping[str, str] | None = None, extra_files: Mapping[str, str] | None = None
+) -> Path:
+    """A crossnix project using the offline nixpkgs stand-in (NOT nixpkgs): flake.nix with ``inputs`` (default:
+    the stand-in's nixpkgs and nixos-hardware), boards.toml, hosts/common.nix. Lock it with :func:`lock_project`."""
+    from crossnix_tasks import scaffold
+
+    directory.mkdir(parents=True, exist_ok=True)
+    chosen = dict(inputs if inputs is not None else scaffold.standin_overrides())
+    specs = [scaffold.InputSpec(name, url) for name, url in chosen.items()]
+    (directory / "flake.nix").write_text(scaffold.render_flake(specs))
+    (directory / "boards.toml").write_text(boards_toml)
+    (directory / "hosts").mkdir(exist_ok=True)
+    (directory / "hosts" / "common.nix").write_text(scaffold.COMMON_NIX)
+    for name, text in (extra_files or {}).items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return directory
+
+
+async def lock_project(directory: Path) -> None:
+    from crossnix_tasks import nix
+
+    await nix.flake_lock(f"path:{directory}")

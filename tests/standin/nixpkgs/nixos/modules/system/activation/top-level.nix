@@ -22,7 +22,7 @@ let
     }
     // lib.optionalAttrs config.nix.enable { "nix/nix.conf".text = nixConf; }
     // lib.mapAttrs' (name: user: lib.nameValuePair "ssh/authorized_keys.d/${name}" {
-      text = lib.concatMapStrings (k: k + "\n") (user.openssh.authorizedKeys.keys or [ ]);
+      text = lib.concatMapStrings (k: k + "\n") user.openssh.authorizedKeys.keys;
     }) config.users.users
     // lib.filterAttrs (_: e: e.enable or true) config.environment.etc;
   nixConf = lib.concatStrings (lib.mapAttrsToList (k: v: "${k} = ${showNixValue v}\n") config.nix.settings)
@@ -61,14 +61,16 @@ let
     kernelParams = config.boot.kernelParams;
     fileSystems = lib.mapAttrs (_: fs: { device = fs.device or null; fsType = fs.fsType or null; }) config.fileSystems;
     users = lib.mapAttrs (_: u: {
-      authorizedKeys = u.openssh.authorizedKeys.keys or [ ];
-      isNormalUser = u.isNormalUser or false;
-      extraGroups = u.extraGroups or [ ];
+      authorizedKeys = u.openssh.authorizedKeys.keys;
+      inherit (u) isNormalUser;
+      inherit (u) extraGroups;
     }) config.users.users;
     nixSettings = config.nix.settings;
     etc = builtins.attrNames etcEntries;
-    opensshEnabled = config.services.openssh.enable or false;
-    timeZone = config.time.timeZone or null;
+    opensshEnabled = config.services.openssh.enable;
+    openssh = config.services.openssh.settings;
+    sudoWheelNeedsPassword = config.security.sudo.wheelNeedsPassword;
+    timeZone = config.time.timeZone;
     bootLoader = {
       extlinux = config.boot.loader.generic-extlinux-compatible.enable;
       systemdBoot = config.boot.loader.systemd-boot.enable;
