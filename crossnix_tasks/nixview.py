@@ -139,7 +139,7 @@ class RichBuildView:
 
     def phase(self, text: str) -> None:
         if self.step:
-            self.console.print(f"[dim]✓ {self.step}[/dim]")
+            self.console.print(Text(f"✓ {self.step}", style="dim"))
         self.step = text
 
     def nix_event(self, event: NixEvent) -> None:
@@ -156,4 +156,4 @@ def build_view(console: Console, *, plain: bool | None = None) -> Iterator[Build
     with view.live:
         yield view
     if view.step:
-        console.print(f"[dim]✓ {view.step}[/dim]")
+        console.print(Text(f"✓ {view.step}", style="dim"))

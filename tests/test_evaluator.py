@@ -1,0 +1,155 @@
+"""crossnix_tasks.evaluator: the JSON spec handed to eval.nix (modules, platforms, settings), and eval.nix itself."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crossnix_tasks import evaluator
+from crossnix_tasks.errors import CrossnixError
+from crossnix_tasks.evaluator import TargetRequest
+from crossnix_tasks.inventory import Target
+from crossnix_tasks.plugins import load_plugins
+from crossnix_tasks.project import Project
+
+BOARDS = Path(__file__).resolve().parent.parent / "plugins" / "crossnix_boards" / "nix"
+
+
+class SitePolicy:
+    def __init__(self, module: Path) -> None:
+        self.module = module
+
+    def crossnix_nixos_modules(self, target: Target, board: object) -> list[Path]:
+        return [self.module] if "policy" in target.tags else []
+
+
+from crossnix_tasks.hookspecs import hookimpl  # noqa: E402
+
+SitePolicy.crossnix_nixos_modules = hookimpl(SitePolicy.crossnix_nixos_modules)  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    (tmp_path / "flake.nix").write_text("{ outputs = _: { }; }")
+    (tmp_path / "flake.lock").write_text("{}")
+    (tmp_path / "hosts").mkdir()
+    (tmp_path / "hosts" / "common.nix").write_text("{ }")
+    (tmp_path / "policy.nix").write_text("{ }")
+    (tmp_path / "boards.toml").write_text(textwrap.dedent("""
+        [defaults]
+        modules = ["hosts/common.nix"]
+
+        [targets.pi]
+        board = "rpi4"
+        tags = ["policy"]
+        build = "emulated"
+
+        [targets.infra]
+        board = "generic-uefi"
+        system = "aarch64-linux"
+        flake = "./infra#box"
+        image_variant = "iso"
+        """))
+    plugins = load_plugins(extra=[("site-policy", SitePolicy(tmp_path / "policy.nix"))])
+    return Project(inventory_path=tmp_path / "boards.toml", plugins=plugins)
+
+
+def test_spec_of_a_target(project: Project, tmp_path: Path) -> None:
+    pi = project.inventory.targets["pi"]
+    spec = evaluator.build_spec(project, [TargetRequest(pi, image="sd-card")], build_system="x86_64-linux")
+    assert spec["version"] == 1
+    assert spec["project"] == {"lockFile": str(tmp_path / "flake.lock"), "flakeRef": None}
+    target = spec["targets"]["pi"]
+    assert target["modules"] == [
+        str(evaluator.CORE_MODULE),
+        *(str(p) for p in sorted(evaluator.MODULES_DIR.glob("*.nix"))),
+        str(BOARDS / "rpi4.nix"),
+        str(tmp_path / "policy.nix"),
+        str((tmp_path / "hosts" / "common.nix").resolve()),
+    ]
+    assert target["flake"] is None
+    crossnix = dict(target["crossnix"])
+    crossnix.pop("settings")
+    assert crossnix == {
+        "targetName": "pi", "board": "rpi4", "system": "aarch64-linux", "buildSystem": "x86_64-linux",
+        "strategy": "emulated", "variant": "sd-card",
+    }
+    assert target["want"] == {"toplevel": True, "image": "sd-card"}
+    json.dumps(spec)  # data only
+
+
+def test_flake_targets_resolve_relative_refs(project: Project, tmp_path: Path) -> None:
+    infra = project.inventory.targets["infra"]
+    spec = evaluator.build_spec(project, [TargetRequest(infra, toplevel=False)], build_system="x86_64-linux")
+    target = spec["targets"]["infra"]
+    assert target["flake"] == {"ref": str(tmp_path / "infra"), "name": "box"}
+    assert target["crossnix"]["variant"] == "iso"  # the target's image_variant
+    assert str(BOARDS / "generic-uefi.nix") in target["modules"]
+
+
+def test_settings_providers_merge_and_conflict(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evaluator, "_providers", {})
+    monkeypatch.setattr(evaluator, "SETTINGS_PROVIDERS", ())
+    pi = project.inventory.targets["pi"]
+
+    @evaluator.settings_provider("first")
+    def first(project: Project, target: Target) -> dict[str, Any]:
+        return {"first": {"name": target.name}}
+
+    @evaluator.settings_provider("second")
+    def second(project: Project, target: Target) -> dict[str, Any]:
+        return {"second": [1, 2]}
+
+    assert evaluator.settings_for(project, pi) == {"first": {"name": "pi"}, "second": [1, 2]}
+
+    @evaluator.settings_provider("clash")
+    def clash(project: Project, target: Target) -> dict[str, Any]:
+        return {"first": 1}
+
+    with pytest.raises(CrossnixError, match="set by both 'clash' and 'first'"):
+        evaluator.settings_for(project, pi)
+    del evaluator._providers["clash"]
+
+    @evaluator.settings_provider("bad")
+    def bad(project: Project, target: Target) -> dict[str, Any]:
+        return {"path": Path("/x")}
+
+    with pytest.raises(CrossnixError, match="not JSON data"):
+        evaluator.settings_for(project, pi)
+
+
+def test_listed_providers_are_loaded(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evaluator, "_providers", {})
+    monkeypatch.setattr(evaluator, "SETTINGS_PROVIDERS", ("tests.test_evaluator:listed_provider",))
+    assert evaluator.settings_for(project, project.inventory.targets["pi"]) == {"listed": True}
+
+
+def listed_provider(project: Project, target: Target) -> dict[str, Any]:
+    return {"listed": True}
+
+
+def test_missing_lock_and_missing_flake(project: Project, tmp_path: Path) -> None:
+    pi = project.inventory.targets["pi"]
+    (tmp_path / "flake.lock").unlink()
+    with pytest.raises(CrossnixError) as info:
+        evaluator.build_spec(project, [TargetRequest(pi)], build_system="x86_64-linux")
+    assert "has no flake.lock" in info.value.message and "nix flake lock" in (info.value.hint or "")
+    (tmp_path / "flake.nix").unlink()
+    with pytest.raises(CrossnixError, match=r"no flake\.nix next to"):
+        evaluator.build_spec(project, [TargetRequest(pi)], build_system="x86_64-linux")
+
+
+def test_spec_file_is_private_and_removed() -> None:
+    with evaluator.spec_file({"a": 1}) as path:
+        assert json.loads(path.read_text()) == {"a": 1}
+        assert path.stat().st_mode & 0o077 == 0
+    assert not path.exists()
+
+
+def test_eval_nix_is_package_data() -> None:
+    for name in ("eval.nix", "crossnix.nix", "probe.nix", "modules/README.md"):
+        assert (evaluator.NIXEXPR / name).is_file(), name
