@@ -29,7 +29,7 @@ import json
 import lzma
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -448,7 +448,9 @@ def expand_image(info: ImageInfo, dest: Path, *, progress: ProgressCallback | No
     tmp = dest.with_name(f".{dest.name}.partial")
     size = 0
     try:
-        with open_image(info) as (stream, counting), tmp.open("wb") as out:
+        # 0600: crossnix may write a private host key into this copy
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open_image(info) as (stream, counting), os.fdopen(fd, "wb") as out:
             while True:
                 try:
                     block = stream.read(CHUNK)
@@ -489,7 +491,8 @@ def _open_destination(destination: Destination) -> int:
     else:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
-        return os.open(destination.path, flags, 0o644)
+        # 0600: a first-boot image may get a private host key written into it (crossnix_tasks/hostkeys.py)
+        return os.open(destination.path, flags, 0o600)
     except OSError as exc:
         raise FlashRefused(f"cannot open {destination.path} for writing: {exc.strerror}") from None
 
@@ -503,9 +506,15 @@ def _drop_cache(fd: int, is_block: bool) -> None:
 
 
 def write_image(
-    info: ImageInfo, destination: Destination, *, progress: ProgressCallback | None = None, verify: bool = True
+    info: ImageInfo,
+    destination: Destination,
+    *,
+    progress: ProgressCallback | None = None,
+    verify: bool = True,
+    reread: bool = True,
 ) -> WriteResult:
-    """Stream ``info`` to ``destination``, fsync, and (``verify``) read it back comparing SHA-256."""
+    """Stream ``info`` to ``destination``, fsync, and (``verify``) read it back comparing SHA-256; ``reread``
+    asks the kernel to read the new partition table of a block device."""
     report = progress or (lambda phase, done, total: None)
     if info.size is not None and destination.size is not None and info.size > destination.size:
         raise FlashRefused(
@@ -549,7 +558,7 @@ def write_image(
             f"verification failed: {destination.path} reads back sha256 {actual}, the image is {expected}",
             hint="the card may be failing or counterfeit (smaller than it claims); try another one",
         )
-    if destination.is_block:
+    if destination.is_block and reread:
         reread_partitions(destination.path)
     return WriteResult(written, expected, verified=True)
 
@@ -591,6 +600,21 @@ def reread_partitions(path: Path) -> None:
 # The whole job --------------------------------------------------------------------------------------------
 
 Confirm = Callable[[str], bool]
+AfterWrite = Callable[[Destination], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def claimed(destination: Destination) -> Iterator[None]:
+    """Hold an exclusive claim on a block device: nothing (an auto-mounter reacting to the new partitions) can
+    mount it or its partitions meanwhile. Tools that open it without O_EXCL (debugfs) still can."""
+    if not destination.is_block:
+        yield
+        return
+    fd = os.open(destination.path, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 async def flash(
@@ -602,8 +626,12 @@ async def flash(
     allow_non_removable: bool = False,
     progress: ProgressCallback | None = None,
     facts: DeviceFacts | None = None,
+    after_write: AfterWrite | None = None,
 ) -> tuple[Destination, WriteResult]:
-    """Check ``device``, ask ``confirm`` (None: the user passed ``--yes``), write ``image`` and verify it."""
+    """Check ``device``, ask ``confirm`` (None: the user passed ``--yes``), write ``image`` and verify it.
+
+    ``after_write`` runs once the image is verified, while the device is still claimed exclusively and before
+    the kernel re-reads its partition table (e.g. writing the pinned host key into the root file system)."""
     info = image_info(image)
     destination = await inspect_destination(
         device, to_file=to_file, allow_non_removable=allow_non_removable, image=image, facts=facts
@@ -615,5 +643,12 @@ async def flash(
         )
     if confirm is not None and not confirm(confirmation_question(image, destination, info.size)):
         raise FlashRefused(f"not confirmed; {destination.path} was not touched")
-    result = await asyncio.to_thread(write_image, info, destination, progress=progress)
+    result = await asyncio.to_thread(write_image, info, destination, progress=progress, reread=False)
+    try:
+        if after_write is not None:
+            with claimed(destination):
+                await after_write(destination)
+    finally:
+        if destination.is_block:
+            reread_partitions(destination.path)
     return destination, result

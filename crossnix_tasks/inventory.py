@@ -35,6 +35,10 @@ USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 FLAKE_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
 SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+PUBLIC_KEY = re.compile(
+    r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+    r" [A-Za-z0-9+/]+={0,3}( [^\n\r]*)?$"
+)
 
 
 def _check_host(host: str) -> str:
@@ -127,6 +131,9 @@ class TargetTable(_Model):
     image_variant: str | None = None
     flake: str | None = None
     authorized_keys: list[str] | None = None
+    pin_host_key: bool | None = None
+    root_login: bool | None = None
+    passwordless_sudo: bool | None = None
     deploy: DeployTable | None = None
 
     @field_validator("host", "build_host", "proxy_jump")
@@ -136,6 +143,16 @@ class TargetTable(_Model):
         return None if value is None else value.rpartition("@")[0] + ("@" if "@" in value else "") + _check_host(
             value.rpartition("@")[2]
         )
+
+    @field_validator("authorized_keys")
+    @classmethod
+    def _authorized_keys(cls, value: list[str] | None) -> list[str] | None:
+        for key in value or []:
+            if not PUBLIC_KEY.match(key):
+                raise ValueError(
+                    f"{key[:40]!r}... is not one OpenSSH public key line ('ssh-ed25519 AAAA... comment')"
+                )
+        return value
 
     @field_validator("system")
     @classmethod
@@ -229,6 +246,9 @@ class Target:
     image_variant: str | None = None
     flake: str | None = None
     authorized_keys: tuple[str, ...] = ()
+    pin_host_key: bool = True  # first-boot images carry a host key crossnix generated and pinned
+    root_login: bool = True  # root may log in with the authorized keys (default: when user is root)
+    passwordless_sudo: bool = True  # a non-root admin user gets sudo without a password
     deploy: DeploySettings = DeploySettings()
     line: int = 0  # where [targets.NAME] starts, for messages
 
@@ -410,6 +430,9 @@ def _resolve_target(
         image_variant=variant,
         flake=pick("flake"),
         authorized_keys=tuple(pick("authorized_keys") or ()),
+        pin_host_key=pick("pin_host_key") is not False,
+        root_login=(pick("user") or "root") == "root" if pick("root_login") is None else pick("root_login"),
+        passwordless_sudo=pick("passwordless_sudo") is not False,
         deploy=deploy,
         line=lines.line_of(here),
     )

@@ -80,7 +80,9 @@ def prepare_disk(
     private_copy: bool = False,
     progress: flash.ProgressCallback | None = None,
 ) -> qemu.Disk:
-    """A disk QEMU can boot from ``image``; a private raw copy in ``workdir`` when asked or when compressed."""
+    """A disk QEMU can boot from ``image``: the image itself (raw, qcow2), or a raw copy in ``workdir`` when it is
+    compressed or ``private_copy`` asks for one crossnix may write into. The copy is reused while the image is
+    unchanged (writes crossnix makes to it are idempotent; the guest's own go to QEMU's snapshot overlay)."""
     if flash.is_qcow2(image):
         if private_copy:
             raise CrossnixError(f"{image} is qcow2; crossnix can only write into raw images")
@@ -88,11 +90,12 @@ def prepare_disk(
     info = flash.image_info(image)
     if info.compression == "raw" and not private_copy:
         return qemu.Disk(image, "raw", media)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    workdir.chmod(0o700)  # the copy may hold the target's private host key
     disk = workdir / "disk.img"
     stamp = workdir / "disk.stamp"
     wanted = _stamp(image)
-    if private_copy or not (disk.exists() and stamp.exists() and stamp.read_text() == wanted):
+    if not (disk.exists() and stamp.exists() and stamp.read_text() == wanted):
         stamp.unlink(missing_ok=True)
         flash.expand_image(info, disk, progress=progress)
         stamp.write_text(wanted)

@@ -15,10 +15,10 @@ from pathlib import Path
 from invoke.context import Context
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from crossnix_tasks import build, firstboot, hostkeys, nixview, qemu, signing, ssh, ui, vmstate
 from crossnix_tasks import doctor as doctor_module
 from crossnix_tasks import flash as flashing
 from crossnix_tasks import hwconfig as hwconfig_module
-from crossnix_tasks import qemu, signing, ssh, ui, vmstate
 from crossnix_tasks import vm as vm_module
 from crossnix_tasks.boards import Board
 from crossnix_tasks.errors import CrossnixError
@@ -65,6 +65,8 @@ def byte_progress() -> Iterator[flashing.ProgressCallback]:
 @crossnix_task(
     auto_shortflags=False,
     help={
+        "target": "write this target's image (built unless --image is given) with its pinned host key",
+        "variant": "image variant to build for --target (default: the target's or its board's)",
         "image": "image file to write (zstd, xz, gzip or raw)",
         "device": "whole block device to overwrite, e.g. /dev/sdb or /dev/mmcblk0",
         "yes": "do not ask for confirmation",
@@ -75,30 +77,63 @@ def byte_progress() -> Iterator[flashing.ProgressCallback]:
 async def flash(
     c: Context,
     project: Project,
+    target: str | None = None,
+    variant: str | None = None,
     image: str | None = None,
     device: str | None = None,
     yes: bool = False,
     to_file: bool = False,
     non_removable: bool = False,
 ) -> None:
-    """Write an image to an SD card or USB stick, fsync it and verify it by reading it back."""
+    """Write an image to an SD card or USB stick, fsync it, verify it by reading it back; with --target, also
+    write the target's pinned SSH host key into it."""
     if not device:
         raise CrossnixError("flash needs --device", hint="`lsblk -o PATH,SIZE,RM,MODEL` lists the devices")
-    if not image:
-        raise CrossnixError("flash needs --image FILE")
+    if not image and not target:
+        raise CrossnixError("flash needs --target NAME or --image FILE")
+    chosen = _one_target(project, target, "flash") if target else None
+    image_path = Path(image) if image else await _build_image(project, chosen, variant)
+    pinning = _host_key_step(project, chosen) if chosen is not None else None
     with byte_progress() as report:
         destination, result = await flashing.flash(
-            Path(image),
+            image_path,
             Path(device),
             confirm=None if yes else ask_yes,
             to_file=to_file,
             allow_non_removable=non_removable,
             progress=report,
+            after_write=pinning,
         )
     ui.out.print(
         f"wrote {flashing.human_size(result.bytes_written)} to {destination.path}, "
         f"verified (sha256 {result.sha256})"
     )
+
+
+def _host_key_step(project: Project, target: Target) -> flashing.AfterWrite | None:
+    """After writing: the target's pinned host key into the root file system, and into known_hosts."""
+    state_dir = project.inventory.state_dir
+    key = firstboot.prepare_host_key(state_dir, target)
+    if key is None:
+        return None
+    assert key is not None
+
+    async def install(destination: flashing.Destination) -> None:
+        names = firstboot.known_hosts_names(target)
+        try:
+            part, replaced = await firstboot.install_host_key(destination.path, key, state_dir / "known_hosts", names)
+        except CrossnixError as exc:
+            ui.warn(f"{target.name}: the host key was not written: {exc.render()}")
+            return
+        ui.out.print(
+            f"{target.name}: host key {key.key_only.split()[0]} written to partition {part.number} "
+            f"(/etc/ssh/{hostkeys.KEY_NAME}); pinned in {state_dir / 'known_hosts'} for {', '.join(names) or '-'}",
+            markup=False,
+        )
+        for name in replaced:
+            ui.warn(f"{name}: replaced its previous, different key in {state_dir / 'known_hosts'}")
+
+    return install
 
 
 def _state_dir(project: Project) -> Path:
@@ -178,10 +213,19 @@ async def vm(
     workdir = vm_module.workdir_for(state_dir, subject.name)
     media = vm_module.variant_media(subject.board, subject.variant)
     disk = None
+    key = None
     if not firmware_only:
-        image_path = Path(image) if image else await _build_image(project, subject)
+        built_for = subject.target
+        if built_for is None and not image:
+            example = build.example_target(project, subject.board.name)
+            built_for = dataclasses.replace(example, system=subject.system)
+        image_path = Path(image) if image else await _build_image(project, built_for, subject.variant)
+        if subject.target is not None:
+            key = firstboot.prepare_host_key(state_dir, subject.target)
         with byte_progress() as report:
-            disk = vm_module.prepare_disk(image_path, media, workdir, progress=report)
+            disk = vm_module.prepare_disk(image_path, media, workdir, private_copy=key is not None, progress=report)
+        if key is not None:
+            key = await _vm_host_key(disk, key)
     ssh_port = None if disk is None else (port or vm_module.free_port())
     plan = await vm_module.plan_vm(
         subject.name, subject.board, subject.system, disk=disk, workdir=workdir, ssh_port=ssh_port,
@@ -204,6 +248,9 @@ async def vm(
         ui.err.print(f"SSH: ssh -p {ssh_port} {user}@127.0.0.1" + (
             f"   deploy: inv deploy --on {subject.name} --vm" if subject.target else ""), markup=False)
     ui.err.print("serial console follows; quit QEMU with Ctrl-a x", markup=False)
+    forwarded = [hostkeys.known_hosts_name(vmstate.LOOPBACK, ssh_port)] if ssh_port is not None else []
+    if key is not None:
+        hostkeys.pin(state_dir / "known_hosts", forwarded, key)
     if subject.target is not None and ssh_port is not None:
         vmstate.write_state(state_dir, vmstate.new_state(subject.name, ssh_port, disk.path if disk else None))
     try:
@@ -211,14 +258,35 @@ async def vm(
     finally:
         if subject.target is not None:
             vmstate.remove_state(state_dir, subject.name)
+        if key is not None:
+            hostkeys.unpin(state_dir / "known_hosts", forwarded, key)
     if status != 0:
         raise CrossnixError(f"QEMU exited with status {status}")
 
 
-async def _build_image(project: Project, subject: _VmSubject) -> Path:
-    raise CrossnixError(
-        f"building images for `inv vm` is not wired yet; pass --image FILE for {subject.name}",
-    )
+async def _vm_host_key(disk: qemu.Disk, key: hostkeys.HostKey) -> hostkeys.HostKey | None:
+    """The pinned host key written into the VM's private disk copy; None (with a warning) if impossible."""
+    try:
+        part = await hostkeys.inject(disk.path, key)
+    except CrossnixError as exc:
+        ui.warn(f"{key.target}: the VM boots without the pinned host key: {exc.render()}")
+        return None
+    ui.err.print(f"{key.target}: pinned host key written to partition {part.number} of {disk.path}", markup=False)
+    return key
+
+
+async def _build_image(project: Project, target: Target | None, variant: str | None) -> Path:
+    """Build the target's image (or, without a target, one for the board of ``--board``: ``example-<board>``).
+
+    The fleet signing key is created first, so the image trusts what the first deploy copies."""
+    if target is None:
+        raise CrossnixError("images are built for targets: pass --target NAME, or --image FILE with --board")
+    inventory = project.require_inventory()
+    await signing.ensure_fleet_key(inventory.state_dir, project.root)
+    with nixview.build_view(ui.err) as view:
+        (image,) = await build.build_images(project, [target], variant, view=view)
+    ui.err.print(f"{target.name}: image {image.file_path}", markup=False)
+    return image.file_path
 
 
 def _flake_dir(project: Project) -> Path | None:
