@@ -5,11 +5,12 @@
 #   qemu-*, ovmf, qemu-efi-aarch64, u-boot-qemu, opensbi   `inv vm` and its firmware
 #   qemu-user-static emulated (binfmt) builds, registered only inside a user namespace
 #   sudo, zstd, util-linux, fdisk, dosfstools, e2fsprogs   targets, images, flashing
+#   mtools           the offline nixpkgs stand-in's sd-card images (FAT firmware partition, like sd-image.nix)
 set -euo pipefail
 packages=(
   nix-bin openssh-server openssh-client sudo zstd util-linux fdisk dosfstools e2fsprogs git
   qemu-user-static qemu-system-x86 qemu-system-arm qemu-system-misc qemu-utils
-  ovmf qemu-efi-aarch64 u-boot-qemu opensbi python3-venv
+  ovmf qemu-efi-aarch64 u-boot-qemu opensbi python3-venv mtools
 )
 missing=()
 for p in "${packages[@]}"; do

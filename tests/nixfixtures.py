@@ -8,7 +8,10 @@ fake_run         function  replaces crossnix_tasks.process.run; records argv, an
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,8 +107,6 @@ _REGISTER = (
 
 
 def userns_unavailable_reason(system: str = "aarch64-linux") -> str | None:
-    import subprocess
-
     conf = QEMU_BINFMT.get(system)
     if conf is None or not Path(conf).exists():
         return f"qemu-user-static's binfmt file for {system} is missing (apt-get install qemu-user-static)"
@@ -161,3 +162,42 @@ async def lock_project(directory: Path) -> None:
     from crossnix_tasks import nix
 
     await nix.flake_lock(f"path:{directory}")
+
+
+# A static busybox of another architecture, for emulated stand-in builds (test-rig.md §8) ------------------
+
+TEST_CACHE = Path(os.environ.get("CROSSNIX_TEST_CACHE", "/var/tmp/crossnix-test-cache"))
+DEBIAN_ARCH = {"aarch64-linux": "arm64", "riscv64-linux": "riscv64"}
+
+
+def fetch_busybox(system: str = "aarch64-linux") -> Path:
+    """``<cache>/busybox`` holding ``<system>/busybox`` from Debian's busybox-static, fetched once with
+    ``apt-get download`` into private apt directories (no ``dpkg --add-architecture``, nothing installed).
+    Returns the directory for ``CROSSNIX_STANDIN_BUSYBOX_DIR``; raises RuntimeError when it cannot."""
+    root = TEST_CACHE / "busybox"
+    binary = root / system / "busybox"
+    if binary.is_file():
+        return root
+    arch = DEBIAN_ARCH[system]
+    with tempfile.TemporaryDirectory(prefix="crossnix-apt-") as tmp:
+        work = Path(tmp)
+        for sub in ("lists/partial", "cache/archives/partial"):
+            (work / sub).mkdir(parents=True)
+        options = [
+            "-o", f"Dir::State::Lists={work / 'lists'}", "-o", f"Dir::Cache={work / 'cache'}",
+            "-o", f"APT::Architectures::={arch}", "-o", f"APT::Architecture={arch}", "-o", "Debug::NoLocking=1",
+        ]
+        for step in (["update", "-qq"], ["download", "busybox-static"]):
+            done = subprocess.run(["apt-get", *options, *step], cwd=work, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"apt-get {step[0]} failed: {done.stderr.strip()[-500:]}")
+        debs = list(work.glob("busybox-static_*.deb"))
+        if not debs:
+            raise RuntimeError("apt-get download busybox-static produced no .deb")
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(work / "x")], check=True, capture_output=True)
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        scratch = binary.with_suffix(".tmp")
+        shutil.copyfile(work / "x" / "bin" / "busybox", scratch)
+        scratch.chmod(0o755)
+        scratch.rename(binary)
+    return root
