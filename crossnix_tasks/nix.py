@@ -257,6 +257,13 @@ async def path_info(
     return list(result) if isinstance(result, list) else []
 
 
+async def show_derivation(paths: Sequence[str]) -> dict[str, Any]:
+    """``nix show-derivation PATHS``: drv path -> its JSON (system, builder, env, inputs, outputs)."""
+    done, _ = await _nix(["show-derivation", *paths], what="nix show-derivation")
+    result = _json(done)
+    return dict(result) if isinstance(result, dict) else {}
+
+
 async def store_sign(paths: Sequence[str], key_file: Path, *, recursive: bool = True, store: str | None = None) -> None:
     """``nix store sign -k KEY [-r] PATHS``: add signatures (the secret key stays a file, never in the store)."""
     args = ["store", "sign", "-k", str(key_file)]

@@ -68,6 +68,7 @@ async def test_store_and_key_argv(fake_run: FakeRun) -> None:
     fake_run.answer(["nix", "path-info"], "[]")
     fake_run.answer(["nix", "key", "generate-secret"], "k1:SECRET\n")
     fake_run.answer(["nix", "key", "convert-secret-to-public"], "k1:PUBLIC\n")
+    fake_run.answer(["nix", "show-derivation"], "{}")
     fake_run.answer(["nix", "show-config"], '{"system": {"value": "x86_64-linux"}, "max-jobs": {"value": 1}}')
     await nix.path_info(["/nix/store/x-a"], store="ssh-ng://pi", recursive=True, closure_size=True)
     await nix.store_sign(["/nix/store/x-a"], Path("/k/fleet.sec"))
@@ -75,6 +76,7 @@ async def test_store_and_key_argv(fake_run: FakeRun) -> None:
     assert await nix.key_public("k1:SECRET") == "k1:PUBLIC"
     assert await nix.show_config() == {"system": "x86_64-linux", "max-jobs": 1}
     await nix.flake_lock("path:/p")
+    await nix.show_derivation(["/nix/store/y-a.drv"])
     await nix.add_root("/nix/store/x-a", Path("/o/.gcroots/a"))
     assert fake_run.calls == [
         ("nix", "path-info", "--json", "-r", "-s", "-S", "--store", "ssh-ng://pi", "/nix/store/x-a"),
@@ -83,6 +85,7 @@ async def test_store_and_key_argv(fake_run: FakeRun) -> None:
         ("nix", "key", "convert-secret-to-public"),
         ("nix", "show-config", "--json"),
         ("nix", "flake", "lock", "--log-format", "internal-json", "path:/p"),
+        ("nix", "show-derivation", "/nix/store/y-a.drv"),
         ("nix-store", "--realise", "/nix/store/x-a", "--add-root", "/o/.gcroots/a", "--indirect"),
     ]
     # the secret travels on stdin only
