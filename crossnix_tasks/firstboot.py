@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crossnix_tasks import hostkeys
+from crossnix_tasks import hostkeys, signing
 from crossnix_tasks.inventory import Target
 from crossnix_tasks.project import Project
 
 
-def first_boot_settings(target: Target) -> dict[str, Any]:
+def first_boot_settings(target: Target, fleet_public_key: str | None = None) -> dict[str, Any]:
     """``crossnix.settings.firstBoot`` for ``target`` (JSON data; public keys only)."""
     return {
         "enable": bool(target.authorized_keys),
@@ -25,12 +25,14 @@ def first_boot_settings(target: Target) -> dict[str, Any]:
         "authorizedKeys": list(target.authorized_keys),
         "rootLogin": target.root_login or target.user == "root",
         "passwordlessSudo": target.passwordless_sudo,
+        "fleetPublicKey": fleet_public_key,
     }
 
 
 def settings(project: Project, target: Target) -> dict[str, Any]:
     """The settings provider registered in ``evaluator.SETTINGS_PROVIDERS``."""
-    return {"firstBoot": first_boot_settings(target)}
+    fleet_key = signing.read_public_key(project.inventory.state_dir)
+    return {"firstBoot": first_boot_settings(target, fleet_key)}
 
 
 def known_hosts_names(target: Target) -> list[str]:

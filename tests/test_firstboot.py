@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from crossnix_tasks import evaluator, firstboot, hostkeys, nix, vmstate
+from crossnix_tasks import evaluator, firstboot, hostkeys, nix, signing, vmstate
 from crossnix_tasks.errors import ConfigError, CrossnixError
 from crossnix_tasks.evaluator import TargetRequest
 from crossnix_tasks.inventory import Target, inventory_from_source
@@ -40,14 +40,14 @@ MiB = 1024 * 1024
 
 def test_settings_for_root_and_for_an_admin_user() -> None:
     root = Target(name="pi", board="rpi4", system="aarch64-linux", authorized_keys=(KEY,))
-    assert firstboot.settings(None, root) == {  # type: ignore[arg-type]
-        "firstBoot": {"enable": True, "adminUser": "root", "authorizedKeys": [KEY], "rootLogin": True,
-                      "passwordlessSudo": True}
-    }
+    assert firstboot.first_boot_settings(root, "fleet-1:AAAA") == {
+        "enable": True, "adminUser": "root", "authorizedKeys": [KEY], "rootLogin": True, "passwordlessSudo": True,
+        "fleetPublicKey": "fleet-1:AAAA"}
     admin = Target(name="pi", board="rpi4", system="aarch64-linux", user="admin", authorized_keys=(KEY,),
                    root_login=False, passwordless_sudo=False)
     assert firstboot.first_boot_settings(admin) == {
-        "enable": True, "adminUser": "admin", "authorizedKeys": [KEY], "rootLogin": False, "passwordlessSudo": False}
+        "enable": True, "adminUser": "admin", "authorizedKeys": [KEY], "rootLogin": False, "passwordlessSudo": False,
+        "fleetPublicKey": None}
     assert firstboot.first_boot_settings(Target(name="x", board="rpi4", system="aarch64-linux"))["enable"] is False
 
 
@@ -247,6 +247,8 @@ def test_flash_target_builds_writes_injects_and_pins(standin_project: Path, caps
     assert _grep_store(_store_paths_of(system), secret_line) == []
     config = json.loads(Path(system, "standin-config.json").read_text())
     assert config["users"]["admin"]["authorizedKeys"] == [KEY] and config["opensshEnabled"] is True
+    fleet_key = signing.read_public_key(state)  # created before the image was built
+    assert fleet_key and config["nixSettings"]["trusted-public-keys"] == [fleet_key]
     # a second flash of the same target reuses the key: the pin does not change
     assert run_cli("flash", "--target", "pi", "--device", str(card), "--to-file", "--yes") == 0
     assert (state / "known_hosts").read_text() == f"pi.lan {key.key_only}\n"

@@ -5,7 +5,10 @@
 #   - the admin user (boards.toml `user`): root, or a normal user in wheel with
 #     sudo without a password (`passwordless_sudo`, default true);
 #   - its authorized keys (`authorized_keys`), and root's too when root may log
-#     in (`root_login`, default: when `user` is root).
+#     in (`root_login`, default: when `user` is root);
+#   - for every target once the fleet signing key exists (crossnix creates it
+#     before building an image): that key in nix.settings.trusted-public-keys,
+#     so the first deploy's signed closures are accepted.
 #
 # It stays in deployed systems on purpose: a deploy that dropped the admin
 # user or its keys would lock crossnix out of the machine.
@@ -15,26 +18,30 @@
 # this module: a private key in a module would land in the world-readable Nix
 # store. crossnix writes it into the flashed card or the VM's disk instead
 # (crossnix_tasks/hostkeys.py), at /etc/ssh/ssh_host_ed25519_key, which NixOS's
-# sshd uses instead of generating one. Targets without authorized_keys are
-# untouched.
+# sshd uses instead of generating one. Without authorized_keys and without a
+# fleet key the module changes nothing.
 { lib, crossnix, ... }:
 let
   fb = crossnix.settings.firstBoot or { enable = false; };
   admin = fb.adminUser or "root";
   keys = fb.authorizedKeys or [ ];
+  fleetKey = fb.fleetPublicKey or null;
 in
 {
-  config = lib.mkIf (fb.enable or false) (lib.mkMerge [
-    {
+  config = lib.mkMerge [
+    (lib.mkIf (fleetKey != null) {
+      nix.settings.trusted-public-keys = [ fleetKey ];
+    })
+    (lib.mkIf (fb.enable or false) {
       services.openssh.enable = lib.mkDefault true;
       services.openssh.settings.PasswordAuthentication = lib.mkDefault false;
       services.openssh.settings.KbdInteractiveAuthentication = lib.mkDefault false;
       services.openssh.settings.PermitRootLogin = lib.mkDefault (if fb.rootLogin then "prohibit-password" else "no");
-    }
-    (lib.mkIf fb.rootLogin {
+    })
+    (lib.mkIf ((fb.enable or false) && fb.rootLogin) {
       users.users.root.openssh.authorizedKeys.keys = keys;
     })
-    (lib.mkIf (admin != "root") {
+    (lib.mkIf ((fb.enable or false) && admin != "root") {
       users.users.${admin} = {
         isNormalUser = true;
         extraGroups = [ "wheel" ];
@@ -42,5 +49,5 @@ in
       };
       security.sudo.wheelNeedsPassword = lib.mkIf fb.passwordlessSudo (lib.mkDefault false);
     })
-  ]);
+  ];
 }
