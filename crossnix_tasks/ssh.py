@@ -124,7 +124,8 @@ def ssh_config_text(target: Target, env: SshEnv) -> str:
 def write_ssh_config(target: Target, env: SshEnv) -> Path:
     path = env.config_path(target)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    env.known_hosts.touch(mode=0o600, exist_ok=True)
+    if not env.known_hosts.exists():  # (touch would bump the mtime, and with it the known_hosts cache)
+        env.known_hosts.touch(mode=0o600)
     text = ssh_config_text(target, env)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -148,14 +149,34 @@ def store_uri(target: Target) -> str:
     return f"ssh-ng://{destination(target)}"
 
 
+_known_hosts_cache: dict[tuple[tuple[str, int, int], ...], asyncssh.SSHKnownHosts] = {}
+
+
 def load_known_hosts(paths: Sequence[Path]) -> asyncssh.SSHKnownHosts:
-    text = []
+    """The known_hosts files as one set (parsed once per content: a fleet shares its files)."""
+    files = []
     for path in [*paths, GLOBAL_KNOWN_HOSTS]:
+        path = path.expanduser()
         try:
-            text.append(path.expanduser().read_text(encoding="utf-8", errors="replace"))
+            info = path.stat()
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
-    return asyncssh.import_known_hosts("\n".join(text) + "\n")
+        files.append((path, (str(path), info.st_mtime_ns, info.st_size)))
+    key = tuple(stamp for _, stamp in files)
+    cached = _known_hosts_cache.get(key)
+    if cached is not None:
+        return cached
+    text = []
+    for path, _ in files:
+        try:
+            text.append(path.read_text(encoding="utf-8", errors="replace"))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+    known = asyncssh.import_known_hosts("\n".join(text) + "\n")
+    if len(_known_hosts_cache) > 64:
+        _known_hosts_cache.clear()
+    _known_hosts_cache[key] = known
+    return known
 
 
 class _AcceptNew(asyncssh.SSHClient):
