@@ -1,0 +1,32 @@
+"""A system built by crossnix on the offline nixpkgs stand-in (NOT nixpkgs) deploys to a test-rig target like
+the rig's own fake systems: copied with crossnix's `nix copy`, switched, logged in the rig's activation log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crossnix_tasks import build, nix
+from crossnix_tasks.project import Project
+from tests.nixfixtures import lock_project, write_standin_project
+from tests.rig.fleet import SYSTEM_PROFILE, Fleet
+
+pytestmark = pytest.mark.usefixtures("real_nix")
+
+
+async def test_standin_toplevel_deploys_to_a_rig_target(rig_fleet: Fleet, tmp_path: Path) -> None:
+    write_standin_project(tmp_path / "p", '[targets.rigpi]\nboard = "rpi4"\nhost = "rigpi"\n')
+    await lock_project(tmp_path / "p")
+    project = Project(inventory_path=tmp_path / "p" / "boards.toml")
+    toplevel = (await build.build_toplevels(project, list(project.inventory.targets.values())))["rigpi"]
+
+    target = await rig_fleet.astart("rigpi")
+    ssh_opts = rig_fleet.nix_env()["NIX_SSHOPTS"]
+    await nix.copy([toplevel], to=target.store_uri, no_check_sigs=True, ssh_opts=ssh_opts)
+    assert rig_fleet.has_path("rigpi", toplevel)
+    for argv in (["nix-env", "-p", SYSTEM_PROFILE, "--set", toplevel], [f"{SYSTEM_PROFILE}/bin/switch-to-configuration", "switch"]):
+        done = await rig_fleet.arun_in("rigpi", argv)
+        assert done.returncode == 0, done.stderr
+    assert rig_fleet.current_system("rigpi") == toplevel
+    assert [(r.label, r.goal) for r in rig_fleet.activation_log("rigpi")] == [("rigpi", "switch")]
