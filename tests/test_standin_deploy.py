@@ -30,3 +30,24 @@ async def test_standin_toplevel_deploys_to_a_rig_target(rig_fleet: Fleet, tmp_pa
         assert done.returncode == 0, done.stderr
     assert rig_fleet.current_system("rigpi") == toplevel
     assert [(r.label, r.goal) for r in rig_fleet.activation_log("rigpi")] == [("rigpi", "switch")]
+
+
+async def test_remote_strategy_builds_on_the_build_host(
+    rig_fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = """
+[targets.far]
+board = "generic-uefi"
+system = "x86_64-linux"
+build = "remote"
+build_host = "rigbuilder"
+"""
+    write_standin_project(tmp_path / "p", toml, extra_files={"boards.toml": toml})
+    await lock_project(tmp_path / "p")
+    project = Project(inventory_path=tmp_path / "p" / "boards.toml")
+    await rig_fleet.astart("rigbuilder")
+    monkeypatch.setenv("NIX_SSHOPTS", rig_fleet.nix_env()["NIX_SSHOPTS"])
+    toplevel = (await build.build_toplevels(project, list(project.inventory.targets.values())))["far"]
+    # built in the build host's store, then copied back here
+    assert rig_fleet.has_path("rigbuilder", toplevel)
+    assert (Path(toplevel) / "bin" / "switch-to-configuration").is_file()
