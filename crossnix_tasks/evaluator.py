@@ -40,7 +40,7 @@ SettingsProvider = Callable[[Project, Target], Mapping[str, Any]]
 #: provider function after the colon.
 SETTINGS_PROVIDERS: tuple[str, ...] = (
     "crossnix_tasks.firstboot:settings",
-    # "crossnix_tasks.signing:settings",
+    "crossnix_tasks.signing:settings",
 )
 
 _providers: dict[str, SettingsProvider] = {}

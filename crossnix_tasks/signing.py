@@ -15,8 +15,13 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from crossnix_tasks import nix
+
+if TYPE_CHECKING:
+    from crossnix_tasks.inventory import Target
+    from crossnix_tasks.project import Project
 
 KEY_DIR = "keys"
 SECRET_FILE = "fleet-signing.sec"
@@ -43,6 +48,12 @@ def read_public_key(state_dir: Path) -> str | None:
     except FileNotFoundError:
         return None
     return text or None
+
+
+def settings(project: Project, target: Target) -> dict[str, Any]:
+    """``crossnix.settings.fleetTrust`` for ``nixexpr/modules/fleet-trust.nix``: the fleet's public key."""
+    public = read_public_key(project.inventory.state_dir)
+    return {"fleetTrust": {"publicKeys": [public] if public else []}}
 
 
 def key_name(project_root: Path) -> str:

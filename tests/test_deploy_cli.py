@@ -69,6 +69,7 @@ def test_deploy_status_rollback_round_trip(
         return build
 
     monkeypatch.setattr(deploy_cmd, "project_builder", builder)
+    monkeypatch.setattr(deploy_cmd, "project_planner", builder)
 
     wanted.update(web=v1, db=v1, offline=v1)
     assert run_cli("deploy", "--on", "@lab", "--json") == 1

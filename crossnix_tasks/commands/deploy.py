@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from rich.table import Table
 
-from crossnix_tasks import nix, signing, ssh, ui, vmstate
+from crossnix_tasks import build, nix, nixlog, signing, ssh, ui, vmstate
 from crossnix_tasks.deploy import manual
 from crossnix_tasks.deploy.events import EventSink
 from crossnix_tasks.deploy.history import History
@@ -22,6 +21,7 @@ from crossnix_tasks.deploy.pipeline import BuildFn, Deployment, DeployOptions, n
 from crossnix_tasks.deploy.report import DeployReport, print_summary
 from crossnix_tasks.deploy.view import make_view
 from crossnix_tasks.errors import CrossnixError, SelectionError
+from crossnix_tasks.evaluator import TargetRequest
 from crossnix_tasks.inventory import Goal, Target
 from crossnix_tasks.process import ProcessFailed
 from crossnix_tasks.project import Project
@@ -80,18 +80,41 @@ async def _sudo_password(targets: Sequence[Target], ask: bool) -> str | None:
     return await asyncio.to_thread(getpass.getpass, prompt)
 
 
+class _BuildLog:
+    """The build backend's view (``nixview.BuildView``), writing to the deploy's build log and progress row."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+
+    def phase(self, text: str) -> None:
+        self.log(text)
+
+    def nix_event(self, event: nixlog.NixEvent) -> None:
+        if isinstance(event, nixlog.Start | nixlog.Message | nixlog.RawLine) and event.text.strip():
+            self.log(event.text)
+        elif isinstance(event, nixlog.Result) and event.type == nixlog.ResultType.BUILD_LOG_LINE and event.fields:
+            self.log(f"  | {event.fields[0]}")
+
+
 def project_builder(project: Project) -> BuildFn:
-    """Evaluate and build the selection's systems with the project's Nix backend."""
+    """Evaluate the selection once and build its systems (``build.build_toplevels``)."""
 
-    async def build(targets: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
-        try:
-            backend = importlib.import_module("crossnix_tasks.build")
-        except ImportError:
-            raise CrossnixError("this crossnix has no build backend (crossnix_tasks.build is missing)") from None
-        built = await backend.build_toplevels(project, list(targets))
-        return {str(name): str(path) for name, path in built.items()}
+    async def build_systems(targets: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
+        return await build.build_toplevels(project, list(targets), view=_BuildLog(log))
 
-    return build
+    return build_systems
+
+
+def project_planner(project: Project) -> BuildFn:
+    """For --dry-run: evaluate only; the systems' store paths come from their derivations (nothing is built)."""
+
+    async def plan_systems(targets: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
+        plan = await build.evaluate(project, [TargetRequest(t) for t in targets], view=_BuildLog(log))
+        derivations = await nix.show_derivation(sorted(set(plan.toplevels.values())))
+        outputs = {drv: str(info["outputs"]["out"]["path"]) for drv, info in derivations.items()}
+        return {name: outputs[drv] for name, drv in plan.toplevels.items() if drv in outputs}
+
+    return plan_systems
 
 
 async def locally_known(path: str) -> bool:
@@ -122,16 +145,17 @@ async def run_deploy(
 ) -> DeployReport:
     """Deploy ``targets`` (the API behind ``inv deploy`` and ``inv demo``)."""
     state_dir = project.inventory.state_dir
-    key = None if options.dry_run else await signing.ensure_fleet_key(state_dir, project.root)
+    # Before the build: the systems trust this key (nixexpr/modules/fleet-trust.nix), also in a dry run, so
+    # that the plan shows the very systems a real deploy would build.
+    key = await signing.ensure_fleet_key(state_dir, project.root)
 
     async def sign(paths: Sequence[str]) -> None:
-        if key is not None:
-            await signing.sign_closures(key, paths)
+        await signing.sign_closures(key, paths)
 
     deployment = Deployment(
         targets,
         ssh_env=ssh.SshEnv(state_dir=state_dir),
-        build=build or project_builder(project),
+        build=build or (project_planner(project) if options.dry_run else project_builder(project)),
         copy=nix_copy,
         options=options,
         sink=EventSink(state_dir / "logs" / options.run_id),

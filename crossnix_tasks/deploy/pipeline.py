@@ -608,6 +608,7 @@ class Deployment:
         missing = await self._missing_paths(job, toplevel)
         plan: dict[str, Any] = {
             "toplevel": toplevel,
+            "build": "already built" if missing is not None else "would be built",
             "copy": {"paths": len(missing) if missing is not None else None, "missing": missing},
             "goal": job.goal,
             "profile": {"from": state.profile or None, "generation": state.generation},
@@ -619,7 +620,7 @@ class Deployment:
         }
         job.report.plan = plan
         unchanged = state.profile == toplevel and state.current == toplevel
-        copy = "closure unknown locally" if missing is None else f"copy {len(missing)} path(s)"
+        copy = "build the system and copy its closure" if missing is None else f"copy {len(missing)} path(s)"
         what = "already current" if unchanged else f"{job.goal} (generation {state.generation or 0} → new)"
         self._finish(job, Result.PLANNED, f"would {copy}, then {what}")
 
