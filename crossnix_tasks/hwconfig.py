@@ -2,9 +2,15 @@
 
 Runs ``nixos-generate-config --show-hardware-config`` on the target as root (through sudo for other users),
 checks that the output parses as Nix (``nix-instantiate --parse``), writes it to
-``hosts/<target>/hardware-configuration.nix`` next to boards.toml, and adds that path to the target's
-``modules`` in boards.toml with tomlkit (every comment and the layout are kept; the result is validated before
-it replaces the file). A different existing file is only replaced with ``--force``.
+``hosts/<target>/hardware-configuration.nix`` next to boards.toml, and wires it into the target's ``modules`` in
+boards.toml with tomlkit (every comment and the layout are kept; the result is validated before it replaces the
+file). A different existing file is only replaced with ``--force``.
+
+The wiring goes through ``hosts/<target>/hardware.nix``, a fixed wrapper that imports the generated file with
+its ``fileSystems`` at ``lib.mkDefault`` priority. Without it every built-in board breaks: the generated file
+mounts ``/`` by UUID while the board's image mounts the same partition by label (``NIXOS_SD``, ``nixos``), and
+NixOS rejects the two definitions as conflicting. With it the board's definitions win and the rest of the
+generated file (kernel modules, CPU microcode, swap, extra mounts) applies as written.
 
 The command is a fixed ``sh -c`` script: it adds the NixOS profile directories to ``PATH`` because a
 non-interactive SSH command or sudo's ``secure_path`` may not include them; nothing from the inventory is
@@ -31,6 +37,21 @@ SCRIPT = (
 )
 HOSTS_DIR = "hosts"
 FILE_NAME = "hardware-configuration.nix"
+WRAPPER_NAME = "hardware.nix"
+WRAPPER = """\
+# Written by `inv hwconfig` (crossnix); the target's modules in boards.toml list this file.
+# It imports hardware-configuration.nix (generated on the target) with its fileSystems at lib.mkDefault
+# priority, so the board's own definitions of the same mount points (by label, as in the image) win instead
+# of conflicting. Everything else of the generated file applies unchanged. Edit the generated file, or
+# replace this one; `inv hwconfig` does not overwrite it once it exists.
+args@{ config, lib, pkgs, modulesPath, ... }:
+let
+  generated = import ./hardware-configuration.nix args;
+in
+generated // {
+  fileSystems = lib.mapAttrs (_: lib.mapAttrs (_: lib.mkDefault)) (generated.fileSystems or { });
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -45,7 +66,12 @@ def argv() -> list[str]:
 
 
 def relative_path(target: str) -> str:
-    return f"{HOSTS_DIR}/{target}/{FILE_NAME}"
+    """The module boards.toml lists for the target (the wrapper)."""
+    return f"{HOSTS_DIR}/{target}/{WRAPPER_NAME}"
+
+
+def generated_path(project_root: Path, target: str) -> Path:
+    return project_root / HOSTS_DIR / target / FILE_NAME
 
 
 async def generate(remote: Remote) -> str:
@@ -83,8 +109,19 @@ async def check_parses(text: str) -> None:
             ) from None
 
 
+def write_wrapper(project_root: Path, target: str) -> bool:
+    """Write ``hosts/<target>/hardware.nix`` unless it exists (a user's edit is kept)."""
+    path = project_root / relative_path(target)
+    if path.exists():
+        return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(WRAPPER, encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
 def write_file(project_root: Path, target: Target, text: str, *, force: bool) -> tuple[Path, bool]:
-    path = project_root / relative_path(target.name)
+    path = generated_path(project_root, target.name)
     if path.exists():
         old = path.read_text(encoding="utf-8")
         if old == text:
@@ -102,7 +139,7 @@ def write_file(project_root: Path, target: Target, text: str, *, force: bool) ->
 
 
 def wire(inventory_path: Path, target: str, validate: Callable[[str], object]) -> bool:
-    """Add ``hosts/<target>/hardware-configuration.nix`` to ``[targets.<target>].modules``.
+    """Add ``hosts/<target>/hardware.nix`` to ``[targets.<target>].modules``.
 
     ``validate(source)`` must raise for an invalid inventory; the original file is restored then.
     """

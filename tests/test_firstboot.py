@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from crossnix_tasks import evaluator, firstboot, hostkeys, nix, signing, vmstate
+from crossnix_tasks import evaluator, firstboot, hostkeys, hwconfig, nix, signing, vmstate
 from crossnix_tasks.errors import ConfigError, CrossnixError
 from crossnix_tasks.evaluator import TargetRequest
 from crossnix_tasks.inventory import Target, inventory_from_source
@@ -293,3 +293,20 @@ def test_vm_target_pins_the_forwarded_port_while_it_runs_and_cleans_up(standin_p
     assert vmstate.read_state(state_dir, "pi") is None
     assert not (state_dir / "vms" / "pi.json").exists()
     assert "[127.0.0.1]" not in (state_dir / "known_hosts").read_text()
+
+
+@pytest.mark.slow
+def test_hwconfig_output_evaluates_with_the_board_modules(standin_project: Path) -> None:
+    """nixos-generate-config mounts / by UUID, the rpi4 image by label: wired through hosts/NAME/hardware.nix the
+    board's mount wins and the rest of the generated file applies (wired directly, NixOS reports a conflict)."""
+    from tests.test_hwconfig import STAND_IN
+
+    generated = subprocess.run(["sh", "-c", STAND_IN, "stand-in", "--show-hardware-config"],
+                               capture_output=True, text=True, check=True).stdout
+    target = Project(standin_project / "boards.toml").inventory.targets["pi"]
+    hwconfig.write_file(standin_project, target, generated, force=False)
+    hwconfig.write_wrapper(standin_project, "pi")
+    assert hwconfig.wire(standin_project / "boards.toml", "pi", lambda source: None)
+    assert _config(standin_project, "pi", 'fileSystems."/".device') == "/dev/disk/by-label/NIXOS_SD"
+    assert "MARKER" in _config(standin_project, "pi", "boot.initrd.availableKernelModules")
+    assert _config(standin_project, "pi", "networking.useDHCP") is True

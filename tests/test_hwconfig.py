@@ -124,14 +124,17 @@ def test_hwconfig_writes_the_file_and_wires_it_keeping_comments(
     toml = (root / "boards.toml").read_text()
     assert toml == project["toml"].replace(
         'modules = ["hosts/common.nix"]  # shared',
-        'modules = ["hosts/common.nix", "hosts/pi/hardware-configuration.nix"]  # shared',
+        'modules = ["hosts/common.nix", "hosts/pi/hardware.nix"]  # shared',
     )
+    wrapper = root / "hosts" / "pi" / "hardware.nix"
+    assert "import ./hardware-configuration.nix args" in wrapper.read_text()
     out = capsys.readouterr().out
-    assert f"{written}: written" in out and "added 'hosts/pi/hardware-configuration.nix' to targets.pi.modules" in out
+    assert f"{written}: written" in out and "added 'hosts/pi/hardware.nix' to targets.pi.modules" in out
+    assert f"{wrapper}: written" in out
     # the inventory is still valid and the module resolves
     assert run_cli("targets", "--json") == 0
     listed = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
-    assert str(written) in listed["pi"]["modules"]
+    assert str(wrapper) in listed["pi"]["modules"]
     # a second run changes nothing
     assert run_cli("hwconfig", "--target", "pi") == 0
     out = capsys.readouterr().out
@@ -160,7 +163,7 @@ def test_non_root_user_goes_through_sudo_with_the_asked_password(
     assert prompts == ["sudo password for cxhw1 on admin: "]
     text = (project["dir"] / "hosts" / "admin" / "hardware-configuration.nix").read_text()
     assert "run as uid 0" in text and '"ADMIN"' in text  # generated as root, not as cxhw1
-    assert 'modules = ["hosts/admin/hardware-configuration.nix"]' in (project["dir"] / "boards.toml").read_text()
+    assert 'modules = ["hosts/admin/hardware.nix"]' in (project["dir"] / "boards.toml").read_text()
 
 
 def test_wrong_sudo_password_changes_nothing(project: dict[str, Any], monkeypatch: pytest.MonkeyPatch,

@@ -386,12 +386,19 @@ async def hwconfig(c: Context, project: Project, target: str | None = None, forc
         conn.close()
     await hwconfig_module.check_parses(text)
     path, written = hwconfig_module.write_file(project.root, chosen, text, force=force)
+    wrapper = hwconfig_module.write_wrapper(project.root, chosen.name)
     wired = hwconfig_module.wire(
         project.inventory_path,
         chosen.name,
         lambda source: inventory_from_source(project.inventory_path, source, project.plugins.boards),
     )
     ui.out.print(f"{path}: {'written' if written else 'unchanged'}", markup=False)
+    if wrapper:
+        ui.out.print(
+            f"{project.root / hwconfig_module.relative_path(chosen.name)}: written (imports it with its "
+            "fileSystems at mkDefault priority, so the board's mounts win)",
+            markup=False,
+        )
     ui.out.print(
         f"{project.inventory_path}: "
         + (f"added {hwconfig_module.relative_path(chosen.name)!r} to targets.{chosen.name}.modules" if wired
