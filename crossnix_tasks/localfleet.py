@@ -108,7 +108,8 @@ def kill_namespace(mntns: str | None, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
@@ -182,7 +183,7 @@ class LocalFleet:
         ]))
         target = LocalTarget(name, 0, directory, host_key.export_public_key().decode().strip())
         for _ in range(5):
-            target.port = _free_port()
+            target.port = free_port()
             _write(control / "sshd_config", self._sshd_config(target.port))
             try:
                 await self._launch(target)

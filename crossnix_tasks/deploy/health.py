@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -47,12 +48,20 @@ async def _once(check: HealthCheck, remote: Remote, host: str, remaining: float)
             async with asyncio.timeout(min(max(remaining, 0.5), 10.0)):
                 _, writer = await asyncio.open_connection(host, check.tcp)
         except (OSError, TimeoutError) as exc:
-            return False, f"{host}:{check.tcp}: {getattr(exc, 'strerror', None) or exc or 'timed out'}"
+            return False, f"{host}:{check.tcp}: {_reason(exc)}"
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         return True, f"{host}:{check.tcp} accepts connections"
     return await _http(check, host, remaining)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
 
 
 async def _http(check: HttpCheck, host: str, remaining: float) -> tuple[bool, str]:
@@ -73,7 +82,7 @@ async def _http(check: HttpCheck, host: str, remaining: float) -> tuple[bool, st
             status_line = (await reader.readline()).decode("latin-1").strip()
             writer.close()
     except (OSError, TimeoutError, ssl.SSLError) as exc:
-        return False, f"{url}: {getattr(exc, 'strerror', None) or exc or 'timed out'}"
+        return False, f"{url}: {_reason(exc)}"
     fields = status_line.split()
     status = int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else 0
     return status == check.expect_status, f"{url}: {status_line or 'no answer'}"
