@@ -5,16 +5,18 @@ from __future__ import annotations
 from invoke.context import Context
 
 from crossnix_tasks import ui
-from crossnix_tasks.commands import inventory
+from crossnix_tasks.commands import build, inventory
 from crossnix_tasks.project import Project
 from crossnix_tasks.taskutil import crossnix_task
 
 
 @crossnix_task()
 def demo(c: Context, project: Project) -> None:
-    """Run the embedded demo: the boards, the shipped inventory and its validation."""
+    """Run the embedded demo: the boards, the shipped inventory, and a build on the offline nixpkgs stand-in."""
     ui.out.rule("installed boards")
     inventory.boards.body(c)
     ui.out.rule(f"targets of {project.inventory_path}")
     inventory.targets.body(c)
     inventory.check_config.body(c)
+    ui.out.rule("init, build and image on the offline nixpkgs stand-in (NOT nixpkgs)")
+    build.standin_demo(project)
