@@ -4,5 +4,7 @@
   services.openssh.enable = true;
   services.openssh.settings.PasswordAuthentication = false;
   time.timeZone = lib.mkDefault "UTC";
-  system.stateVersion = lib.mkDefault "25.05";
+  # The release these machines were first installed with. Plain priority: the boards' common-cross.nix
+  # defaults it (mkDefault) to the evaluated nixpkgs release, and two different mkDefaults would conflict.
+  system.stateVersion = "25.05";
 }

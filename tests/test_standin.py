@@ -130,7 +130,7 @@ def test_platforms_are_honoured(tmp_path: Path) -> None:
     # rpi4.nix's plain pkgs.linuxPackages beats nixos-hardware's mkDefault vendor kernel
     assert cross["kernel"] == "6.6.60" and cross["uboot"] is True
     assert cross["variants"] == ["iso", "qemu-efi", "raw-efi", "sd-card"]
-    assert cross["filePath"] == "sd-image/nixos-image-sd-card-25.05.00000000.offline-standin-aarch64-linux.img.zst"
+    assert cross["filePath"] == "sd-image/nixos-image-sd-card-26.05.00000000.offline-standin-aarch64-linux.img.zst"
     assert cross["variantHost"] == "aarch64-linux"
     assert nix_eval(tmp_path, SYSTEM, "native") == {"system": "aarch64-linux"}
     # nixpkgs.pkgs silently wins over hostPlatform, as in nixpkgs
@@ -152,7 +152,7 @@ def test_toplevel_layout_and_fake_activation(tmp_path: Path) -> None:
     for name in ("bin/switch-to-configuration", "nixos-version", "activate", "init", "kernel", "initrd", "kernel-params",
                  "system", "sw", "etc/hostname", "OFFLINE-NIXPKGS-STANDIN"):
         assert (top / name).exists(), name
-    assert (top / "nixos-version").read_text() == "25.05.00000000.offline-standin\n"
+    assert (top / "nixos-version").read_text() == "26.05.00000000.offline-standin\n"
     assert (top / "system").read_text() == "aarch64-linux"
     config = json.loads((top / "standin-config.json").read_text())
     assert config["hostName"] == "standin-test" and config["buildSystem"] == "x86_64-linux"

@@ -12,7 +12,7 @@ let
   lib = {
     # trivial -----------------------------------------------------------------
     trivial = {
-      release = "25.05";
+      release = "26.05";
       codeName = "Standin";
       versionSuffix = ".00000000.offline-standin";
       version = lib.trivial.release + lib.trivial.versionSuffix;
