@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -279,7 +280,7 @@ async def build_images(
     requests = [TargetRequest(t, toplevel=False, image=variants[t.name]) for t in targets]
     plan = await evaluate(project, requests, view=view)
     out = (out_dir or project.root / "out").absolute()
-    roots = None if copy else out / GCROOTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    roots = None if copy else out / GCROOTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     drvs = {name: image.drv_path for name, image in plan.images.items()}
     realised = await realise(_groups(targets, drvs), view=view, roots=roots)
     view.phase(f"placing {_count(len(targets), 'image')} under {out}")

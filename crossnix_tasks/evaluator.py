@@ -159,7 +159,26 @@ def flake_target(project: Project, target: Target) -> dict[str, str] | None:
     ref, _, name = target.flake.rpartition("#")
     if ref.startswith("."):
         ref = str((project.root / ref).resolve())
+    if _copies_state(project, ref):
+        ui.warn(
+            f"target {target.name!r}: Nix copies all of {ref.removeprefix('path:')} into the store to read flake "
+            f"{ref!r}, including crossnix's state ({project.inventory.state_dir}) and out/: keep the flake in a git "
+            "repository (untracked and ignored files stay out) or in another directory"
+        )
     return {"ref": ref, "name": name}
+
+
+def _copies_state(project: Project, ref: str) -> bool:
+    """Would reading flake ``ref`` copy a directory holding crossnix's state dir into the store?"""
+    if not ref.startswith(("/", "path:")):
+        return False
+    local = Path(ref.removeprefix("path:")).resolve()
+    whole = ref.startswith("path:") or not _in_git(local)
+    return whole and local.is_dir() and project.inventory.state_dir.resolve().is_relative_to(local)
+
+
+def _in_git(directory: Path) -> bool:
+    return any((parent / ".git").exists() for parent in (directory.resolve(), *directory.resolve().parents))
 
 
 def target_spec(project: Project, request: TargetRequest, *, build_system: str) -> dict[str, Any]:

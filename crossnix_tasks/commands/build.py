@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from invoke.context import Context
-from rich.table import Table
+from rich.table import Column, Table
 
 from crossnix_tasks import nix, scaffold, ui
 from crossnix_tasks.build import BuiltImage, build_images, build_toplevels, example_target
@@ -122,7 +122,7 @@ async def build(
     if json:
         ui.print_json([{"target": name, "toplevel": path} for name, path in toplevels.items()])
         return
-    table = Table("target", "board", "system", "build", "toplevel")
+    table = Table("target", "board", "system", "build", Column("toplevel", overflow="fold"))
     for t in targets:
         table.add_row(t.name, t.board, t.system, t.build, toplevels[t.name])
     ui.out.print(table)
