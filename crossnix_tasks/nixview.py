@@ -128,12 +128,13 @@ class RichBuildView:
         self.console = console
         self.tracker = BuildTracker()
         self.step = ""
+        self._shown = "starting"
         self._started = time.monotonic()
         self.live = Live(self, console=console, refresh_per_second=8, transient=True)
 
     def __rich__(self) -> RenderableType:
         elapsed = time.monotonic() - self._started
-        head = Text(f"{self.step} ", style="bold green")
+        head = Text(f"{self.step or self._shown} ", style="bold green")
         head.append(f"{elapsed:.0f}s", style="dim")
         return Group(head, NixProgress(self.tracker))
 

@@ -32,6 +32,11 @@ def _image_targets(project: Project, boards: list[str], targets: list[str]) -> l
     return list({t.name: t for t in chosen}.values())
 
 
+def _plain(requested: bool) -> bool | None:
+    """Plain progress lines when asked, or when stdout is not a terminal; else decided by stderr."""
+    return True if requested or not ui.out.is_terminal else None
+
+
 def _absolute(path: str) -> Path:
     return Path(path).absolute()
 
@@ -67,7 +72,7 @@ async def image(
 
     Builds config.system.build.images.<variant> of every selected target in one evaluation and one nix build."""
     chosen = _image_targets(project, board or [], target or [])
-    with build_view(ui.err, plain=plain or None) as view:
+    with build_view(ui.err, plain=_plain(plain)) as view:
         built = await build_images(
             project, chosen, variant, _absolute(out) if out else None, view, copy=copy
         )
@@ -117,7 +122,7 @@ async def build(
     if not on and not all:
         raise SelectionError("choose the targets: --all, or --on NAME|GLOB|@TAG (repeatable)")
     targets = select(project.require_inventory(), on or [], select_all=all)
-    with build_view(ui.err, plain=plain or None) as view:
+    with build_view(ui.err, plain=_plain(plain)) as view:
         toplevels = await build_toplevels(project, targets, view=view)
     if json:
         ui.print_json([{"target": name, "toplevel": path} for name, path in toplevels.items()])
@@ -200,7 +205,7 @@ async def _standin_demo(directory: Path) -> None:
     await nix.flake_lock(f"path:{directory}")
     demo_project = Project(inventory_path=directory / "boards.toml")
     targets = list(demo_project.require_inventory().targets.values())
-    with build_view(ui.err) as view:
+    with build_view(ui.err, plain=_plain(False)) as view:
         toplevels = await build_toplevels(demo_project, targets, view=view)
         images = await build_images(demo_project, targets, view=view)
     for target in targets:
