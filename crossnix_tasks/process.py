@@ -28,6 +28,8 @@ log = logging.getLogger("crossnix.process")
 STDERR_TAIL_LINES = 400
 #: Lines of stderr shown in a :class:`ProcessFailed` message.
 FAILURE_TAIL_LINES = 20
+#: Longest stderr line read as one line (Nix's JSON log lines can carry long evaluation traces).
+STREAM_LIMIT = 1 << 20
 #: Seconds between SIGTERM and SIGKILL when a child is stopped.
 KILL_GRACE = 5.0
 
@@ -132,6 +134,7 @@ async def run(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,  # our own process group: stopping it stops nix's children too
+            limit=STREAM_LIMIT,
         )
     except FileNotFoundError:
         raise ProcessFailed(
@@ -177,8 +180,8 @@ async def _read_stderr(
     while True:
         try:
             raw = await proc.stderr.readline()
-        except ValueError:  # a line longer than the stream limit: take what is buffered
-            raw = await proc.stderr.read(1 << 16)
+        except ValueError:  # a line longer than STREAM_LIMIT was dropped by the reader; go on with the next
+            continue
         if not raw:
             return
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")

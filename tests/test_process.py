@@ -105,3 +105,10 @@ async def test_observe_records_every_process() -> None:
         await process.run(["echo", "x"])
     await process.run(["true"])
     assert started == [("true",), ("echo", "x")]
+
+
+async def test_long_stderr_lines_arrive_whole() -> None:
+    seen: list[str] = []
+    await process.run(["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x >&2; echo >&2; echo after >&2"],
+                      on_stderr_line=seen.append)
+    assert [len(line) for line in seen] == [200000, 5]
