@@ -310,3 +310,34 @@ def test_hwconfig_output_evaluates_with_the_board_modules(standin_project: Path)
     assert _config(standin_project, "pi", 'fileSystems."/".device') == "/dev/disk/by-label/NIXOS_SD"
     assert "MARKER" in _config(standin_project, "pi", "boot.initrd.availableKernelModules")
     assert _config(standin_project, "pi", "networking.useDHCP") is True
+
+
+@pytest.mark.usefixtures("e2fs")
+def test_host_key_goes_onto_a_flashed_block_device_while_it_is_claimed(tmp_path: Path) -> None:
+    """The same step `inv flash --target` runs: after the verified write, with the device held O_EXCL (no
+    auto-mounter can mount the new partitions meanwhile), before the partition table is re-read."""
+    from crossnix_tasks import flash
+    from tests.test_flash import loop_device
+
+    image = _sd_disk(tmp_path / "sd.img")
+    packed = tmp_path / "sd.img.zst"
+    packed.write_bytes(zstandard.ZstdCompressor().compress(image.read_bytes()))
+    backing = tmp_path / "card.bin"
+    with backing.open("wb") as f:
+        f.truncate(32 * MiB)
+    key = hostkeys.ensure_host_key(tmp_path / "state", "pi")
+    claimed: list[bool] = []
+
+    async def pin_it(destination: flash.Destination) -> None:
+        try:  # a second exclusive open fails while flash holds the claim
+            os.close(os.open(destination.path, os.O_RDONLY | os.O_EXCL))
+            claimed.append(False)
+        except OSError:
+            claimed.append(True)
+        await firstboot.install_host_key(destination.path, key, tmp_path / "known_hosts", ["pi.lan"])
+
+    with loop_device(backing) as device:
+        asyncio.run(flash.flash(packed, device, confirm=None, allow_non_removable=True, after_write=pin_it))
+    assert claimed == [True]
+    assert _debugfs(backing, 6144 * 512, f"cat {hostkeys.GUEST_KEY}").encode() == key.private_file.read_bytes()
+    assert (tmp_path / "known_hosts").read_text() == f"pi.lan {key.key_only}\n"

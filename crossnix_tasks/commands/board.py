@@ -85,8 +85,9 @@ async def flash(
     to_file: bool = False,
     non_removable: bool = False,
 ) -> None:
-    """Write an image to an SD card or USB stick, fsync it, verify it by reading it back; with --target, also
-    write the target's pinned SSH host key into it."""
+    """Write an image to an SD card or USB stick, fsync it and verify it by reading it back.
+
+    With --target the target's image is built and its pinned SSH host key is written into it."""
     if not device:
         raise CrossnixError("flash needs --device", hint="`lsblk -o PATH,SIZE,RM,MODEL` lists the devices")
     if not image and not target:
