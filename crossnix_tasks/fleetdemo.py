@@ -163,7 +163,7 @@ async def run(workdir: Path | None = None) -> bool:
                 markup=False,
                 soft_wrap=True,
             )
-            second = await _deploy(project, "deploy release 2 (one activation fails on purpose)")
+            second = await _deploy(project, "deploy release 2 (garage-riscv fails its health check on purpose)")
             await _status(project)
             ui.out.print(
                 f"stopping the {len(targets)} targets and removing {root}",
