@@ -200,6 +200,8 @@ def check_connection(target: Target, error: ssh.SshError | None) -> Check:
     name = "ssh"
     if error is None:
         return Check(target.name, name, True, f"logged in as {target.address}; host key verified")
+    if not target.host:
+        return Check(target.name, name, False, error.message, error.hint or "")
     fixes = {
         "unreachable": f"check that {target.host} is up and sshd listens on port {target.port} "
         f"(`inv vm --target {target.name}` for a VM), or fix host/port in [targets.{target.name}]",

@@ -178,3 +178,12 @@ def test_doctor_without_an_inventory_checks_this_machine(project_dir: Path, real
     checks = json.loads(capsys.readouterr().out)
     assert [c["name"] for c in checks] == ["nix", "experimental features", "trusted user"]
     assert all(isinstance(Check(**{k: v for k, v in c.items() if k != "status"}), Check) for c in checks)
+
+
+def test_target_without_host_gets_the_config_line() -> None:
+    target = Target(name="pi", board="rpi4", system="aarch64-linux")
+    from crossnix_tasks import ssh
+
+    (check,) = asyncio.run(doctor.all_target_checks([target], ssh.SshEnv(state_dir=Path("/nonexistent")), None))
+    assert check.failed and "no host set" in check.detail
+    assert check.fix == 'add `host = "..."` to [targets.pi]'

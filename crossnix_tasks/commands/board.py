@@ -246,7 +246,8 @@ async def vm(
         return
     if ssh_port is not None:
         user = subject.target.user if subject.target else "root"
-        ui.err.print(f"SSH: ssh -p {ssh_port} {user}@127.0.0.1" + (
+        pinned = f" -o UserKnownHostsFile={shlex.quote(str(state_dir / 'known_hosts'))}" if key is not None else ""
+        ui.err.print(f"SSH: ssh -p {ssh_port}{pinned} {user}@127.0.0.1" + (
             f"   deploy: inv deploy --on {subject.name} --vm" if subject.target else ""), markup=False)
     ui.err.print("serial console follows; quit QEMU with Ctrl-a x", markup=False)
     forwarded = [hostkeys.known_hosts_name(vmstate.LOOPBACK, ssh_port)] if ssh_port is not None else []
