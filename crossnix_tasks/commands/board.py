@@ -227,7 +227,7 @@ async def vm(
             disk = vm_module.prepare_disk(image_path, media, workdir, private_copy=key is not None, progress=report)
         if key is not None:
             key = await _vm_host_key(disk, key)
-    ssh_port = None if disk is None else (port or vm_module.free_port())
+    ssh_port = None if disk is None else (int(port) if port else vm_module.free_port())
     plan = await vm_module.plan_vm(
         subject.name, subject.board, subject.system, disk=disk, workdir=workdir, ssh_port=ssh_port,
         allow_kvm=not no_kvm,
