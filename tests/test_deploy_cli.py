@@ -107,3 +107,39 @@ def test_deploy_status_rollback_round_trip(
     plan = json.loads(capsys.readouterr().out)["targets"][0]
     assert plan["result"] == "planned" and plan["plan"]["copy"]["paths"] == 0
     assert os.environ["HOME"].startswith(str(project_dir))
+
+
+@pytest.mark.rig
+@pytest.mark.usefixtures("real_nix")
+def test_sudo_password_from_file_is_checked_first(
+    project_dir: Path, rig_fleet: Fleet, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.setenv("HOME", str(project_dir / "home"))
+    rig_fleet.start("pw", user="cxclipw", sudo_password="correct", nix_daemon=True)
+    (project_dir / "boards.toml").write_text(
+        boards_toml(rig_fleet, ["pw"]).replace("[targets.pw]", '[targets.pw]\nuser = "cxclipw"\nask_sudo_password = true')
+    )
+    (v1,) = build_fake_systems([FakeSystemSpec("cli-pw")])
+
+    def builder(project: object) -> Callable[..., object]:
+        async def build(targets: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
+            return {t.name: v1 for t in targets}
+
+        return build
+
+    monkeypatch.setattr(deploy_cmd, "project_builder", builder)
+    secret = project_dir / "pw.txt"
+    secret.write_text("incorrect\n")
+    monkeypatch.setenv("CROSSNIX_SUDO_PASSWORD_FILE", str(secret))
+    assert run_cli("deploy", "--all", "--json") == 1
+    (target,) = json.loads(capsys.readouterr().out)["targets"]
+    assert target["result"] == "refused" and "sudo refused the password" in target["message"]
+    assert not rig_fleet.has_path("pw", v1)
+    # the target's nix-daemon trusts the fleet key (what fleet-trust.nix does on NixOS)
+    rig_fleet.configure_nix("pw", trusted_public_keys=[(project_dir / ".crossnix/keys/fleet-signing.pub").read_text().strip()])
+    rig_fleet.restart("pw")  # the daemon reads nix.conf when it starts
+    secret.write_text("correct\n")
+    assert run_cli("deploy", "--all", "--json") == 0
+    assert rig_fleet.current_system("pw") == v1
+    assert "correct" not in "".join(p.read_text() for p in (project_dir / ".crossnix" / "logs").rglob("*.log"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -67,8 +66,9 @@ def _first_line(path: Path) -> str:
     return lines[0] if lines else ""
 
 
-async def _sudo_password(targets: Sequence[Target], ask: bool) -> str | None:
-    """Asked once per run (never echoed, never logged) when a non-root target wants it."""
+def _sudo_password(targets: Sequence[Target], ask: bool) -> str | None:
+    """Asked once per run (never echoed, never logged) when a non-root target wants it. Blocking on purpose:
+    nothing else runs yet, and Ctrl-C at the prompt must simply end the command."""
     users = sorted({t.user for t in targets if t.user != "root" and (ask or t.ask_sudo_password)})
     if not users:
         return None
@@ -77,7 +77,7 @@ async def _sudo_password(targets: Sequence[Target], ask: bool) -> str | None:
         return _first_line(Path(path))
     count = sum(1 for t in targets if t.user in users)
     prompt = f"sudo password for {', '.join(users)} ({count} target{'s' if count != 1 else ''}): "
-    return await asyncio.to_thread(getpass.getpass, prompt)
+    return getpass.getpass(prompt)
 
 
 class _BuildLog:
@@ -202,7 +202,7 @@ async def deploy(
         raise CrossnixError(f"--goal must be one of {', '.join(get_args(Goal))}, not {goal!r}")
     jobs = _positive_int("--parallel", parallel)
     targets = _targets(project, on, all, vm=vm)
-    password = await _sudo_password(targets, ask_sudo_password)
+    password = _sudo_password(targets, ask_sudo_password)
     options = DeployOptions(
         goal=goal,  # type: ignore[arg-type]
         parallel=jobs,
@@ -243,7 +243,7 @@ async def rollback(
     if goal not in ("switch", "boot", "test"):
         raise CrossnixError(f"--goal must be switch, boot or test, not {goal!r}")
     targets = _targets(project, on, all, vm=vm)
-    password = await _sudo_password(targets, ask_sudo_password)
+    password = _sudo_password(targets, ask_sudo_password)
     state_dir = project.inventory.state_dir
     run_id = new_run_id()
     sink = EventSink(state_dir / "logs" / run_id)

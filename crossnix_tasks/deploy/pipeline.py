@@ -575,7 +575,12 @@ class Deployment:
         if problems:
             for problem in problems:
                 log(f"verification failed: {problem}")
-            await self._rollback(job, plan, f"verification failed: {problems[0]}", f"{problems[0]}; {{}}")
+            if plan.auto_rollback or plan.magic_rollback:
+                await self._rollback(job, plan, f"verification failed: {problems[0]}", f"{problems[0]}; {{}}")
+            else:
+                await rc.decide(fresh, plan.state_dir, "kept", f"verification failed: {problems[0]}")
+                await self._record_state(job)
+                self._finish(job, Result.FAILED, f"{problems[0]}; kept as is (auto_rollback and magic_rollback off)")
             return
         self._stage(job, Stage.CONFIRM, "confirming through the fresh login")
         report = await rc.decide(fresh, plan.state_dir, "confirmed", "verified through a fresh login")
