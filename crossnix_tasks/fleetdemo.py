@@ -17,8 +17,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.table import Table
-
 from crossnix_tasks import nix, scaffold, ui
 from crossnix_tasks.deploy import manual
 from crossnix_tasks.deploy.history import History
@@ -85,11 +83,6 @@ def release_module(number: int) -> str:
     )
 
 
-def _short(path: str | None) -> str:
-    name = (path or "").rsplit("/", 1)[-1]
-    return name[33:] if len(name) > 33 and name[32] == "-" else (name or "-")
-
-
 async def _deploy(project: Project, title: str) -> DeployReport:
     from crossnix_tasks.commands.deploy import run_deploy
 
@@ -107,16 +100,7 @@ async def _status(project: Project) -> None:
     rows = await manual.status(
         list(project.inventory.targets.values()), SshEnv(state_dir=state_dir), History(state_dir / "deployed.json")
     )
-    table = Table("target", "generation", "previous", "running", "deployed by crossnix")
-    for row in rows:
-        table.add_row(
-            row.target,
-            str(row.generation or "-"),
-            str(row.previous_generation or "-"),
-            _short(row.current),
-            "yes" if row.deployed_by_crossnix else "no",
-        )
-    ui.out.print(table)
+    ui.out.print(manual.status_table(rows))
 
 
 async def run(workdir: Path | None = None) -> bool:

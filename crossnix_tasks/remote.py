@@ -98,9 +98,20 @@ class Remote:
         return [*SUDO_NON_INTERACTIVE, "--", *argv], None
 
     async def run(
-        self, argv: Sequence[str], *, root: bool = False, check: bool = True, time_limit: float | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        root: bool = False,
+        check: bool = True,
+        time_limit: float | None = None,
+        secret_input: str | None = None,
     ) -> RemoteResult:
+        """Run argv (as root if asked); ``secret_input`` goes to its stdin and is never logged."""
         full, stdin = self.elevate(argv) if root else (list(argv), None)
+        if secret_input is not None:
+            if stdin is not None:
+                raise ValueError("stdin already carries the sudo password")
+            stdin = secret_input
         shown = describe(full)
         self.log(f"$ {shown}")
         try:
@@ -228,20 +239,12 @@ async def check_sudo(remote: Remote, password: str | None) -> None:
     if not remote.uses_sudo:
         return
     argv = sudo_check_argv(password is not None)
-    remote.log(f"$ {shlex.join(argv)}")
-    try:
-        completed = await remote.conn.run(
-            shlex.join(argv), input=None if password is None else password + "\n", check=False, timeout=60
-        )
-    except (asyncssh.Error, OSError) as exc:
-        raise ConnectionLost(f"connection lost during the sudo check: {exc}") from None
-    if completed.exit_status != 0:
+    secret = None if password is None else password + "\n"
+    result = await remote.run(argv, check=False, time_limit=60, secret_input=secret)
+    if result.exit_status != 0:
         if password is None:
-            raise RemoteError(
-                f"sudo as {remote.target.user!r} needs a password",
-                stderr=_text(completed.stderr),
-            )
-        raise RemoteError(f"sudo refused the password for {remote.target.user!r}", stderr=_text(completed.stderr))
+            raise RemoteError(f"sudo as {remote.target.user!r} needs a password", stderr=result.stderr)
+        raise RemoteError(f"sudo refused the password for {remote.target.user!r}", stderr=result.stderr)
 
 
 # Activation --------------------------------------------------------------------------------------------------

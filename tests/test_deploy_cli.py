@@ -116,7 +116,7 @@ def test_sudo_password_from_file_is_checked_first(
 ) -> None:
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     monkeypatch.setenv("HOME", str(project_dir / "home"))
-    rig_fleet.start("pw", user="cxclipw", sudo_password="correct", nix_daemon=True)
+    rig_fleet.start("pw", user="cxclipw", sudo_password="pw-Right-7", nix_daemon=True)
     (project_dir / "boards.toml").write_text(
         boards_toml(rig_fleet, ["pw"]).replace("[targets.pw]", '[targets.pw]\nuser = "cxclipw"\nask_sudo_password = true')
     )
@@ -130,7 +130,7 @@ def test_sudo_password_from_file_is_checked_first(
 
     monkeypatch.setattr(deploy_cmd, "project_builder", builder)
     secret = project_dir / "pw.txt"
-    secret.write_text("incorrect\n")
+    secret.write_text("pw-Wrong-3\n")
     monkeypatch.setenv("CROSSNIX_SUDO_PASSWORD_FILE", str(secret))
     assert run_cli("deploy", "--all", "--json") == 1
     (target,) = json.loads(capsys.readouterr().out)["targets"]
@@ -139,7 +139,8 @@ def test_sudo_password_from_file_is_checked_first(
     # the target's nix-daemon trusts the fleet key (what fleet-trust.nix does on NixOS)
     rig_fleet.configure_nix("pw", trusted_public_keys=[(project_dir / ".crossnix/keys/fleet-signing.pub").read_text().strip()])
     rig_fleet.restart("pw")  # the daemon reads nix.conf when it starts
-    secret.write_text("correct\n")
+    secret.write_text("pw-Right-7\n")
     assert run_cli("deploy", "--all", "--json") == 0
     assert rig_fleet.current_system("pw") == v1
-    assert "correct" not in "".join(p.read_text() for p in (project_dir / ".crossnix" / "logs").rglob("*.log"))
+    logs = "".join(p.read_text() for p in (project_dir / ".crossnix" / "logs").rglob("*.log"))
+    assert "pw-Right-7" not in logs and "pw-Wrong-3" not in logs

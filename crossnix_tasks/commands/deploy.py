@@ -10,7 +10,6 @@ from typing import get_args
 
 from invoke.context import Context
 from invoke.exceptions import Exit
-from rich.table import Table
 
 from crossnix_tasks import build, nix, nixlog, signing, ssh, ui, vmstate
 from crossnix_tasks.deploy import manual
@@ -265,11 +264,6 @@ async def rollback(
     _finish(report, json)
 
 
-def _short(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
-    return name[33:] if len(name) > 33 and name[32] == "-" else (name or "-")
-
-
 @crossnix_task(
     iterable=["on"],
     auto_shortflags=False,
@@ -285,26 +279,6 @@ async def status(
     if json:
         ui.print_json([row.to_json() for row in rows])
     else:
-        table = Table("target", "generation", "system", "previous", "running", "notes")
-        for row in rows:
-            if not row.reachable:
-                table.add_row(row.target, "-", "-", "-", "-", f"[red]{row.error}[/red]")
-                continue
-            notes = []
-            if row.current and row.current != row.system:
-                notes.append("running differs from the profile")
-            if row.reboot_pending:
-                notes.append("booted system differs: reboot pending")
-            if not row.deployed_by_crossnix and row.system:
-                notes.append("not deployed by crossnix")
-            table.add_row(
-                row.target,
-                str(row.generation or "-"),
-                _short(row.system),
-                f"{row.previous_generation}: {_short(row.previous)}" if row.previous_generation else "-",
-                _short(row.current),
-                "; ".join(notes),
-            )
-        ui.out.print(table)
+        ui.out.print(manual.status_table(rows))
     if any(not row.reachable for row in rows):
         raise Exit(code=1)

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
+from rich.table import Table
 
 from crossnix_tasks import remote as rc
 from crossnix_tasks import ssh
 from crossnix_tasks.deploy.events import EventSink, Result, Stage
 from crossnix_tasks.deploy.history import History
-from crossnix_tasks.deploy.report import DeployReport, TargetReport
+from crossnix_tasks.deploy.report import DeployReport, TargetReport, short_name
 from crossnix_tasks.errors import CrossnixError
 from crossnix_tasks.inventory import Target
 
@@ -43,6 +44,31 @@ class TargetStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "reboot_pending": self.reboot_pending}
+
+
+def status_table(rows: Sequence[TargetStatus]) -> Table:
+    """What ``inv status`` prints."""
+    table = Table("target", "generation", "system", "previous", "running", "notes")
+    for row in rows:
+        if not row.reachable:
+            table.add_row(row.target, "-", "-", "-", "-", f"[red]{row.error}[/red]")
+            continue
+        notes = []
+        if row.current and row.current != row.system:
+            notes.append("running differs from the profile")
+        if row.reboot_pending:
+            notes.append("booted system differs: reboot pending")
+        if not row.deployed_by_crossnix and row.system:
+            notes.append("not deployed by crossnix")
+        table.add_row(
+            row.target,
+            str(row.generation or "-"),
+            short_name(row.system),
+            f"{row.previous_generation}: {short_name(row.previous)}" if row.previous_generation else "-",
+            short_name(row.current),
+            "; ".join(notes),
+        )
+    return table
 
 
 async def _connect(target: Target, env: ssh.SshEnv) -> asyncssh.SSHClientConnection:

@@ -92,11 +92,10 @@ class DeployReport:
         }
 
 
-def _short(path: str | None) -> str:
-    if not path:
-        return "-"
-    name = path.rsplit("/", 1)[-1]
-    return name.split("-", 1)[1] if "-" in name else name
+def short_name(path: str | None) -> str:
+    """``/nix/store/<hash>-nixos-system-pi-25.05`` -> ``nixos-system-pi-25.05`` (``-`` for nothing)."""
+    name = (path or "").rsplit("/", 1)[-1]
+    return name[33:] if len(name) > 33 and name[32] == "-" else (name or "-")
 
 
 def summary_table(report: DeployReport) -> Table:
@@ -112,7 +111,7 @@ def summary_table(report: DeployReport) -> Table:
                 generation = f"{t.previous_generation} → {t.generation}"
         detail = t.message
         if t.result in (Result.OK, Result.PLANNED) and not detail:
-            detail = _short(t.toplevel)
+            detail = short_name(t.toplevel)
         table.add_row(
             t.target,
             str(t.stage),

@@ -45,6 +45,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from crossnix_tasks.localfleet import kill_namespace
+
 from .fakesystem import FAKE_STATE_DIR, host_nix_env
 
 if TYPE_CHECKING:
@@ -162,43 +164,6 @@ def _mntns(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/mnt")
     except OSError:
         return None
-
-
-_OWN_MNTNS = _mntns(os.getpid())
-
-
-def _kill_namespace(mntns: str | None, timeout: float = 5.0) -> None:
-    """SIGKILL every process whose mount namespace is ``mntns``.
-
-    Race-free against PID reuse: a pidfd is opened first and the namespace is
-    re-checked before signalling.  Never touches our own namespace.
-    """
-    if not mntns or mntns == _OWN_MNTNS:
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        found = False
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            pid = int(entry)
-            if _mntns(pid) != mntns:
-                continue
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                if _mntns(pid) == mntns:
-                    found = True
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-        if not found or time.monotonic() > deadline:
-            return
-        time.sleep(0.02)
 
 
 class _Reaper:
@@ -681,7 +646,7 @@ class Fleet:
                 proc.wait()
             except ProcessLookupError:
                 pass
-            _kill_namespace(t.mntns)
+            kill_namespace(t.mntns)  # crossnix_tasks.localfleet: pidfd-safe, never our own namespace
             if t.daemon is not None:  # killed with the namespace; reap it
                 t.daemon.kill()
                 t.daemon.wait()
