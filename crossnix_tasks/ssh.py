@@ -236,4 +236,5 @@ async def connect(target: Target, env: SshEnv, *, config: Path | None = None) ->
     except asyncssh.Error as exc:
         raise SshError(target.name, "ssh", f"{target.address}: SSH failed: {exc.reason}") from None
     except OSError as exc:
-        raise SshError(target.name, "unreachable", f"{target.address}: {exc.strerror or exc}") from None
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise SshError(target.name, "unreachable", f"{target.address}: {reason}") from None

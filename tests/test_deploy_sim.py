@@ -51,3 +51,25 @@ async def test_eighty_targets_with_stage_limits(
             assert actions == ["state", "begin", "wait", "state", "decide"]
     # one work connection per target plus the fresh confirmation login
     assert sim.stats.connections_total == 2 * 78 + 2
+
+
+async def test_a_failed_build_fails_every_target_and_is_noted(
+    rig_sim_fleet: Callable[..., Awaitable[SimFleet]], tmp_path: Path, monkeypatch: Any
+) -> None:
+    from crossnix_tasks.errors import CrossnixError
+
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    sim = await rig_sim_fleet(3, handlers=HANDLERS, initial_state=initial_state)
+    deployment = sim_deployment(sim, tmp_path, TOPLEVEL, settings=DeploySettings(), log_dir=tmp_path / "logs")
+
+    async def broken(targets: Any, log: Any) -> Any:
+        log("error: attribute 'nope' missing")
+        raise CrossnixError("evaluation failed: attribute 'nope' missing\nmore detail")
+
+    deployment._build_fn = broken
+    report = await deployment.run()
+    assert {t.result for t in report.targets} == {Result.FAILED}
+    assert {t.message for t in report.targets} == {"build failed: evaluation failed: attribute 'nope' missing"}
+    assert report.notes == [f"build failed: evaluation failed: attribute 'nope' missing (see {tmp_path}/logs/build.log)"]
+    assert "more detail" in (tmp_path / "logs" / "build.log").read_text()
+    assert all(t.state["generations"] == [] for t in sim.targets.values())

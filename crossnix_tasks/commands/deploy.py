@@ -37,9 +37,11 @@ def _targets(project: Project, on: Sequence[str] | None, all: bool, *, vm: bool)
     targets = select(inventory, on or [], select_all=all)
     missing = [t.name for t in targets if not t.host and not vm]
     if missing:
-        raise CrossnixError(
-            f"no host set for {', '.join(missing)}", hint="add `host = \"...\"` to those targets in boards.toml"
-        )
+        hint = 'add `host = "..."` to those targets in boards.toml'
+        if len(missing) == len(targets):
+            raise CrossnixError(f"no host set for {', '.join(missing)}", hint=hint)
+        ui.warn(f"skipping {', '.join(missing)}: no host set ({hint})")
+        targets = [t for t in targets if t.host]
     if vm:
         targets = [vmstate.vm_target(t, inventory.state_dir) for t in targets]
     return targets

@@ -181,10 +181,12 @@ class Deployment:
             await asyncio.gather(*(j.task for j in self.jobs.values() if j.task is not None))
         finally:
             for task in (self._build_task, self._sign_task):
-                if task is not None and not task.done():
+                if task is None:
+                    continue
+                if not task.done():
                     task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+                with contextlib.suppress(BaseException):  # retrieved even when no target waited for it
+                    await task
             if handler_installed:
                 loop.remove_signal_handler(signal.SIGINT)
             self.view.stop()
@@ -658,6 +660,8 @@ class Deployment:
             for line in message.splitlines():
                 log(line)
             self.sink.result(BUILD_JOB, Stage.BUILD, Result.FAILED, message.splitlines()[0])
+            where = f" (see {self.sink.log_for(BUILD_JOB).path})" if self.sink.log_dir else ""
+            self.notes.append(f"build failed: {message.splitlines()[0]}{where}")
             raise
         if self._sign_fn is not None and toplevels and not self.options.dry_run:
             self._sign_task = asyncio.create_task(self._sign(list(toplevels.values())))
