@@ -58,7 +58,7 @@ class RichView(View):
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress = Progress(
-            SpinnerColumn(),
+            SpinnerColumn(finished_text="·"),
             TextColumn("{task.fields[target]}", style="bold"),
             BarColumn(bar_width=14),
             TextColumn("{task.fields[stage]}"),
@@ -68,6 +68,7 @@ class RichView(View):
             transient=False,
         )
         self.rows: dict[str, TaskID] = {}
+        self.done: dict[str, int] = {}  # stages passed, per row
 
     def start(self, targets: Sequence[str]) -> None:
         width = max((len(t) for t in [BUILD_JOB, *targets]), default=8)
@@ -87,7 +88,7 @@ class RichView(View):
             self.progress.start_task(row)
             update["stage"] = Text(str(event.stage), style="cyan")
             if event.stage in PIPELINE and event.target != BUILD_JOB:
-                update["completed"] = PIPELINE.index(event.stage)
+                update["completed"] = self.done[event.target] = PIPELINE.index(event.stage)
             update["description"] = event.message[:60]
         elif event.kind == "log":
             line = event.message.strip()
@@ -97,8 +98,11 @@ class RichView(View):
             result = event.result or Result.FAILED
             update["stage"] = Text(str(result), style=_STYLE.get(result, ""))
             update["description"] = event.message[:60]
-            if result in (Result.OK, Result.PLANNED):
-                update["completed"] = len(PIPELINE) if event.target != BUILD_JOB else 1
+            # finished rows stop spinning: a success fills the bar, anything else ends it where it stopped
+            if result in (Result.OK, Result.PLANNED) or event.target == BUILD_JOB:
+                update["completed"] = update["total"] = 1 if event.target == BUILD_JOB else len(PIPELINE)
+            else:
+                update["completed"] = update["total"] = max(self.done.get(event.target, 0), 1)
             self.progress.stop_task(row)
         self.progress.update(row, **update)
 
