@@ -73,3 +73,24 @@ async def test_a_failed_build_fails_every_target_and_is_noted(
     assert report.notes == [f"build failed: evaluation failed: attribute 'nope' missing (see {tmp_path}/logs/build.log)"]
     assert "more detail" in (tmp_path / "logs" / "build.log").read_text()
     assert all(t.state["generations"] == [] for t in sim.targets.values())
+
+
+async def test_a_target_failing_before_its_sudo_check_does_not_block_the_others(
+    rig_sim_fleet: Callable[..., Awaitable[SimFleet]], tmp_path: Path, monkeypatch: Any
+) -> None:
+    import asyncio
+    import dataclasses
+
+    from tests.rig.simfleet import SimReply
+
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    handlers = {r"sudo -k -S -p '' true": lambda req: SimReply(0), **HANDLERS}
+    sim = await rig_sim_fleet(2, handlers=handlers, initial_state=initial_state, username="deploy")
+    deployment = sim_deployment(sim, tmp_path, TOPLEVEL, settings=DeploySettings(), sudo_password="pw")
+    first = deployment.jobs["sim000"]
+    first.target = dataclasses.replace(first.target, host=None, user="deploy")
+    second = deployment.jobs["sim001"]
+    second.target = dataclasses.replace(second.target, user="deploy")
+    report = await asyncio.wait_for(deployment.run(), 30)
+    results = {t.target: t.result for t in report.targets}
+    assert results["sim000"] == Result.UNREACHABLE and results["sim001"] != Result.INTERRUPTED

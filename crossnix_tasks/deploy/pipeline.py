@@ -300,9 +300,9 @@ class Deployment:
         log = self._log(job)
         # connect ------------------------------------------------------------------------------------------
         async with self._connect_sem:
-            self._stage(job, Stage.CONNECT, target.address)
-            ssh.write_ssh_config(target, self.ssh_env)
             try:
+                self._stage(job, Stage.CONNECT, target.address)
+                ssh.write_ssh_config(target, self.ssh_env)
                 job.work = await self._login(job)
                 peer = job.work.conn.get_extra_info("peername")
                 job.host = str(peer[0]) if peer else (target.host or "")
