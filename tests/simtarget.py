@@ -135,9 +135,12 @@ def sim_deployment(
     settings: DeploySettings,
     copy: Callable[[CopyRequest, Callable[[str], None]], Awaitable[None]] = no_copy,
     log_dir: Path | None = None,
+    adjust: Callable[[list[Target]], list[Target]] | None = None,
     **options: Any,
 ) -> Deployment:
     targets = sim_targets(sim, settings)
+    if adjust is not None:
+        targets = adjust(targets)
 
     async def build(selected: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
         await asyncio.sleep(0)
