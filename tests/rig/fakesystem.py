@@ -114,50 +114,12 @@ class FakeSystemSpec:
 # path, validated label and enum value: no quoting hazards).
 # --------------------------------------------------------------------------
 
-_SWITCH_BODY = r"""
-PATH=/usr/bin:/bin
-export PATH
-state=/nix/var/crossnix-fake
-goal="${1:-}"
-case "$goal" in
-  switch|boot|test|dry-activate) ;;
-  *) echo "Usage: switch-to-configuration [switch|boot|test|dry-activate]" >&2; exit 1 ;;
-esac
-mkdir -p "$state"
-printf '%s %s %s\n' "$label" "$goal" "$(date +%s.%N)" >> "$state/activation.log"
-behaviour="$baked"; arg=""
-for f in "$state/behaviour.$label" "$state/behaviour"; do
-  if [ -s "$f" ]; then read -r behaviour arg < "$f" || true; break; fi
-done
-case "$behaviour" in
-  ok) ;;
-  slow) sleep "${arg:-2}" ;;
-  fail) echo "crossnix-fake: activation of $label failed (behaviour=fail)" >&2; exit 1 ;;
-  hang) echo "crossnix-fake: activation of $label hangs" >&2; exec sleep "${arg:-3600}" ;;
-  *) echo "crossnix-fake: unknown behaviour '$behaviour'" >&2; exit 2 ;;
-esac
-case "$goal" in
-  switch|boot)
-    ln -sfn "$toplevel" "$state/.boot-default.tmp" && mv -T "$state/.boot-default.tmp" "$state/boot-default" ;;
-esac
-case "$goal" in
-  switch|test) "$toplevel/activate" || exit 1 ;;
-  dry-activate) echo "would activate $toplevel" ;;
-esac
-echo "crossnix-fake: $goal $label done"
-"""
-
-_ACTIVATE_BODY = r"""
-PATH=/usr/bin:/bin
-export PATH
-mkdir -p /run
-ln -sfn "$toplevel" /run/.current-system.tmp && mv -T /run/.current-system.tmp /run/current-system
-"""
-
-_INIT_BODY = r"""
-echo "crossnix-fake: $label cannot boot, this is a fake init" >&2
-exit 1
-"""
+# The scripts live once, in the offline nixpkgs stand-in, so stand-in toplevels and the rig's fake systems
+# activate identically (same activation.log lines, same behaviour control files).
+_ACTIVATION_DIR = Path(__file__).resolve().parent.parent / "standin/nixpkgs/nixos/modules/system/activation"
+_SWITCH_BODY = (_ACTIVATION_DIR / "switch-to-configuration.sh").read_text()
+_ACTIVATE_BODY = (_ACTIVATION_DIR / "activate.sh").read_text()
+_INIT_BODY = (_ACTIVATION_DIR / "init.sh").read_text()
 
 _SW_BUILDER = r"""
 set -eu

@@ -3,8 +3,8 @@
 # The toplevel has the layout deploy tools look at (nixos-version, system,
 # kernel, initrd, kernel-params, init, activate, bin/switch-to-configuration,
 # sw, etc). Its activation scripts are the test rig's fake ones
-# (switch-to-configuration.sh, activate.sh, init.sh here are copies of
-# tests/rig/fakesystem.py's, kept in sync by tests/standin/sync_activation.py):
+# (switch-to-configuration.sh, activate.sh, init.sh here, which
+# tests/rig/fakesystem.py reads too):
 # switching appends "<hostName> <goal> <time>" to
 # /nix/var/crossnix-fake/activation.log and points /run/current-system at the
 # toplevel; nothing of the system is activated for real.
