@@ -415,9 +415,8 @@ class _Counting(io.RawIOBase):
         return n
 
 
-@contextlib.contextmanager
-def open_image(info: ImageInfo) -> Iterator[tuple[IO[bytes], _Counting]]:
-    """The decompressed image stream and the counter of compressed bytes consumed."""
+def image_blocks(info: ImageInfo) -> Iterator[tuple[bytes, int]]:
+    """The decompressed image in blocks, each with the count of compressed bytes consumed so far."""
     with info.path.open("rb") as raw:
         counting = _Counting(raw)
         source = cast(IO[bytes], counting)
@@ -431,7 +430,14 @@ def open_image(info: ImageInfo) -> Iterator[tuple[IO[bytes], _Counting]]:
         else:
             stream = source
         with stream:
-            yield stream, counting
+            while True:
+                try:
+                    block = stream.read(CHUNK)
+                except (zstandard.ZstdError, lzma.LZMAError, OSError, EOFError) as exc:
+                    raise CrossnixError(f"{info.path} is damaged: cannot decompress ({exc})") from None
+                if not block:
+                    return
+                yield block, counting.count
 
 
 _HOLE = 64 * 1024
@@ -450,14 +456,8 @@ def expand_image(info: ImageInfo, dest: Path, *, progress: ProgressCallback | No
     try:
         # 0600: crossnix may write a private host key into this copy
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open_image(info) as (stream, counting), os.fdopen(fd, "wb") as out:
-            while True:
-                try:
-                    block = stream.read(CHUNK)
-                except (zstandard.ZstdError, lzma.LZMAError, OSError, EOFError) as exc:
-                    raise CrossnixError(f"{info.path} is damaged: cannot decompress ({exc})") from None
-                if not block:
-                    break
+        with os.fdopen(fd, "wb") as out:
+            for block, consumed in image_blocks(info):
                 for offset in range(0, len(block), _HOLE):
                     piece = block[offset : offset + _HOLE]
                     if piece == _ZEROS[: len(piece)]:
@@ -465,7 +465,7 @@ def expand_image(info: ImageInfo, dest: Path, *, progress: ProgressCallback | No
                     else:
                         out.write(piece)
                 size += len(block)
-                report("unpacking", counting.count, info.stored_size)
+                report("unpacking", consumed, info.stored_size)
             out.truncate(size)
         os.replace(tmp, dest)
     finally:
@@ -524,14 +524,7 @@ def write_image(
     written = 0
     fd = _open_destination(destination)
     try:
-        with open_image(info) as (stream, counting):
-            while True:
-                try:
-                    block = stream.read(CHUNK)
-                except (zstandard.ZstdError, lzma.LZMAError, OSError, EOFError) as exc:
-                    raise CrossnixError(f"{info.path} is damaged: cannot decompress ({exc})") from None
-                if not block:
-                    break
+        for block, consumed in image_blocks(info):
                 view = memoryview(block)
                 while view:
                     try:
@@ -543,7 +536,7 @@ def write_image(
                     view = view[n:]
                     written += n
                 digest.update(block)
-                report("writing", counting.count, info.stored_size)
+                report("writing", consumed, info.stored_size)
         report("syncing", info.stored_size, info.stored_size)
         os.fsync(fd)
         _drop_cache(fd, destination.is_block)

@@ -119,12 +119,7 @@ async def run(
     to ``on_stderr_line`` as it arrives.
     ``check`` raises :class:`ProcessFailed` on a non-zero exit; ``timeout`` raises :class:`ProcessTimeout`.
     """
-    args = tuple(str(a) for a in argv)
-    if not args:
-        raise ValueError("empty argv")
-    for observer in list(_observers):
-        observer(args)
-    log.debug("run %s", display_argv(args, limit=64))
+    args = _starting(argv)
     try:
         proc = await asyncio.create_subprocess_exec(
             *args,
@@ -203,6 +198,17 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+def _starting(argv: Sequence[str], what: str = "") -> tuple[str, ...]:
+    """Every process crossnix starts passes here: observers (tests pin argv) and the debug log see it."""
+    args = tuple(str(a) for a in argv)
+    if not args:
+        raise ValueError("empty argv")
+    for observer in list(_observers):
+        observer(args)
+    log.debug("run %s%s", what, display_argv(args, limit=64))
+    return args
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)  # start_new_session=True: the group id is the child's pid
@@ -221,12 +227,7 @@ async def run_foreground(argv: Sequence[str], *, env: Mapping[str, str] | None =
     terminal's foreground process group, or reading the terminal would stop it (SIGTTIN); cancellation still
     terminates it.
     """
-    args = tuple(str(a) for a in argv)
-    if not args:
-        raise ValueError("empty argv")
-    for observer in list(_observers):
-        observer(args)
-    log.debug("run (foreground) %s", display_argv(args, limit=64))
+    args = _starting(argv, "(foreground) ")
     try:
         proc = await asyncio.create_subprocess_exec(*args, env=dict(env) if env is not None else None)
     except FileNotFoundError:
