@@ -115,6 +115,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def prepare_nix_state(nix: Path) -> None:
+    """Lay out a fresh private ``/nix`` before anything uses it.
+
+    Nix 2.8 creates ``var/nix/gcroots/profiles`` (a link to the profiles directory) on first use with a
+    check-then-create; two Nix processes starting at once on a fresh store race there ("File exists").
+    """
+    state = nix / "var" / "nix"
+    for sub in ("store", "var/nix/profiles", "var/nix/gcroots"):
+        (nix / sub).mkdir(parents=True, exist_ok=True)
+    link = state / "gcroots" / "profiles"
+    if not link.is_symlink():
+        link.symlink_to("/nix/var/nix/profiles")
+
+
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -165,6 +179,7 @@ class LocalFleet:
                           ("run/crossnix-local", 0o755), ("root", 0o700), ("tmp", 0o1777)):
             (directory / sub).mkdir(parents=True, exist_ok=True)
             os.chmod(directory / sub, mode)
+        prepare_nix_state(directory / "nix")
         _write(directory / "root" / ".bashrc", "# crossnix local target: keep non-interactive logins fast\n")
         control = directory / "run" / "crossnix-local"
         host_key = asyncssh.generate_private_key("ssh-ed25519", comment=f"crossnix-local-{name}")

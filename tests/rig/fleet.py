@@ -45,7 +45,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from crossnix_tasks.localfleet import kill_namespace
+from crossnix_tasks.localfleet import kill_namespace, prepare_nix_state
 
 from .fakesystem import FAKE_STATE_DIR, host_nix_env
 
@@ -472,6 +472,7 @@ class Fleet:
                           ("run/crossnix-rig", 0o755), ("tmp", 0o1777), ("home-root", 0o700)):
             (d / sub).mkdir(exist_ok=True)
             os.chmod(d / sub, mode)
+        prepare_nix_state(d / "nix")
         (d / "home-root" / ".bashrc").write_text(_MINIMAL_BASHRC)
         t = _T(name=name, kind=kind, port=0, user=user, dir=d, require_sigs=require_sigs,
                trusted_public_keys=trusted_public_keys, extra_nix_conf=extra_nix_conf,
