@@ -35,49 +35,33 @@ SPEC_VERSION = 1
 
 SettingsProvider = Callable[[Project, Target], Mapping[str, Any]]
 
-#: Modules defining settings providers, as "package.module" or "package.module:function" (one line each).
-#: Imported lazily by :func:`settings_for`; a module registers with ``@settings_provider``, or names the
-#: provider function after the colon.
+#: The settings providers, one "package.module:function" line per feature; each function takes
+#: ``(project, target)`` and returns the keys it contributes to ``crossnix.settings``.
 SETTINGS_PROVIDERS: tuple[str, ...] = (
     "crossnix_tasks.firstboot:settings",
     "crossnix_tasks.signing:settings",
 )
 
-_providers: dict[str, SettingsProvider] = {}
 
-
-def settings_provider(name: str) -> Callable[[SettingsProvider], SettingsProvider]:
-    """Register ``fn`` as the provider ``name`` of ``crossnix.settings`` keys (re-registering replaces it)."""
-
-    def register(fn: SettingsProvider) -> SettingsProvider:
-        _providers[name] = fn
-        return fn
-
-    return register
-
-
-def _load_listed_providers() -> None:
-    for entry in SETTINGS_PROVIDERS:
-        module_name, _, function = entry.partition(":")
-        module = importlib.import_module(module_name)
-        if function and entry not in _providers:
-            _providers[entry] = getattr(module, function)
+def _provider(entry: str) -> SettingsProvider:
+    module_name, _, function = entry.partition(":")
+    provider: SettingsProvider = getattr(importlib.import_module(module_name), function)
+    return provider
 
 
 def settings_for(project: Project, target: Target) -> dict[str, Any]:
     """The ``crossnix.settings`` of ``target``: every provider's contribution, merged. A key two providers
     contribute is an error naming both; values must be JSON."""
-    _load_listed_providers()
     merged: dict[str, Any] = {}
     owners: dict[str, str] = {}
-    for name, provider in sorted(_providers.items()):
-        for key, value in dict(provider(project, target)).items():
+    for entry in SETTINGS_PROVIDERS:
+        for key, value in dict(_provider(entry)(project, target)).items():
             if key in merged:
                 raise CrossnixError(
-                    f"crossnix.settings.{key} of target {target.name!r} is set by both {owners[key]!r} and {name!r}"
+                    f"crossnix.settings.{key} of target {target.name!r} is set by both {owners[key]!r} and {entry!r}"
                 )
             merged[key] = value
-            owners[key] = name
+            owners[key] = entry
     try:
         json.dumps(merged)
     except (TypeError, ValueError) as exc:

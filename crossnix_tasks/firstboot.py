@@ -30,7 +30,7 @@ def first_boot_settings(target: Target, fleet_public_key: str | None = None) -> 
 
 
 def settings(project: Project, target: Target) -> dict[str, Any]:
-    """The settings provider registered in ``evaluator.SETTINGS_PROVIDERS``."""
+    """The settings provider listed in ``evaluator.SETTINGS_PROVIDERS``."""
     fleet_key = signing.read_public_key(project.inventory.state_dir)
     return {"firstBoot": first_boot_settings(target, fleet_key)}
 

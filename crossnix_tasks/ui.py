@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+import sys
+from typing import Any, TextIO
 
 from rich.console import Console
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _console(stream: TextIO, **kwargs: Any) -> Console:
+    # Off a terminal rich assumes 80 columns and cuts table cells ("kitchen-…"); logs and CI want them whole.
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, soft_wrap=True, width=200 if piped else None, **kwargs)
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr, stderr=True)
 
 
 def print_json(data: Any) -> None:

@@ -91,45 +91,35 @@ def test_flake_targets_resolve_relative_refs(project: Project, tmp_path: Path) -
     assert str(BOARDS / "generic-uefi.nix") in target["modules"]
 
 
+def first_provider(project: Project, target: Target) -> dict[str, Any]:
+    return {"first": {"name": target.name}}
+
+
+def second_provider(project: Project, target: Target) -> dict[str, Any]:
+    return {"second": [1, 2]}
+
+
+def clashing_provider(project: Project, target: Target) -> dict[str, Any]:
+    return {"first": 1}
+
+
+def non_json_provider(project: Project, target: Target) -> dict[str, Any]:
+    return {"path": Path("/x")}
+
+
 def test_settings_providers_merge_and_conflict(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(evaluator, "_providers", {})
-    monkeypatch.setattr(evaluator, "SETTINGS_PROVIDERS", ())
     pi = project.inventory.targets["pi"]
-
-    @evaluator.settings_provider("first")
-    def first(project: Project, target: Target) -> dict[str, Any]:
-        return {"first": {"name": target.name}}
-
-    @evaluator.settings_provider("second")
-    def second(project: Project, target: Target) -> dict[str, Any]:
-        return {"second": [1, 2]}
-
+    here = "tests.test_evaluator:"
+    monkeypatch.setattr(evaluator, "SETTINGS_PROVIDERS", (here + "first_provider", here + "second_provider"))
     assert evaluator.settings_for(project, pi) == {"first": {"name": "pi"}, "second": [1, 2]}
 
-    @evaluator.settings_provider("clash")
-    def clash(project: Project, target: Target) -> dict[str, Any]:
-        return {"first": 1}
-
-    with pytest.raises(CrossnixError, match="set by both 'clash' and 'first'"):
+    monkeypatch.setattr(evaluator, "SETTINGS_PROVIDERS", (here + "first_provider", here + "clashing_provider"))
+    with pytest.raises(CrossnixError, match=r"set by both 'tests\.test_evaluator:first_provider' and 'tests\.test_evaluator:clashing_provider'"):
         evaluator.settings_for(project, pi)
-    del evaluator._providers["clash"]
 
-    @evaluator.settings_provider("bad")
-    def bad(project: Project, target: Target) -> dict[str, Any]:
-        return {"path": Path("/x")}
-
+    monkeypatch.setattr(evaluator, "SETTINGS_PROVIDERS", (here + "non_json_provider",))
     with pytest.raises(CrossnixError, match="not JSON data"):
         evaluator.settings_for(project, pi)
-
-
-def test_listed_providers_are_loaded(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(evaluator, "_providers", {})
-    monkeypatch.setattr(evaluator, "SETTINGS_PROVIDERS", ("tests.test_evaluator:listed_provider",))
-    assert evaluator.settings_for(project, project.inventory.targets["pi"]) == {"listed": True}
-
-
-def listed_provider(project: Project, target: Target) -> dict[str, Any]:
-    return {"listed": True}
 
 
 def test_missing_lock_and_missing_flake(project: Project, tmp_path: Path) -> None:
