@@ -187,7 +187,11 @@ async def realise(
         if drvs
     ]
     realised: dict[str, Realised] = {}
-    for part in await asyncio.gather(*jobs):
+    # Every group runs to its end before a failure is raised, so what did build is in the store.
+    parts = await asyncio.gather(*jobs, return_exceptions=True)
+    for part in parts:
+        if isinstance(part, BaseException):
+            raise part
         realised.update(part)
     return realised
 
@@ -257,6 +261,64 @@ async def build_toplevels(
     plan = await evaluate(project, [TargetRequest(t) for t in targets], view=view)
     realised = await realise(_groups(targets, plan.toplevels), view=view)
     return {t.name: realised[plan.toplevels[t.name]].out for t in targets}
+
+
+@dataclass(frozen=True)
+class SystemsBuilt:
+    """Systems built for a selection, and the targets whose system could not be evaluated or built."""
+
+    toplevels: Mapping[str, str]
+    failures: Mapping[str, str]  # target name -> Nix's error
+
+
+async def build_each_toplevel(
+    project: Project, targets: Sequence[Target], *, view: BuildView | None = None
+) -> SystemsBuilt:
+    """Like :func:`build_toplevels`, but one target's broken configuration or failed build fails only that
+    target (``inv deploy``: a failed target never stops the others).
+
+    All is shared as usual; only when the shared evaluation fails is each target evaluated alone, to tell the
+    broken ones from the rest, and after a failed build (Nix keeps going) the systems that were built are kept.
+    """
+    targets = list(targets)
+    if not targets:
+        return SystemsBuilt({}, {})
+    await check_strategies(targets, view)
+    failures: dict[str, str] = {}
+    try:
+        drvs = dict((await evaluate(project, [TargetRequest(t) for t in targets], view=view)).toplevels)
+    except nix.NixError:
+        drvs = {}
+        for target in targets:
+            try:
+                drvs.update((await evaluate(project, [TargetRequest(target)], view=view)).toplevels)
+            except nix.NixError as exc:
+                failures[target.name] = _what_nix_said(exc)
+    try:
+        realised = await realise(_groups(targets, drvs), view=view)
+        return SystemsBuilt({name: realised[drv].out for name, drv in drvs.items()}, failures)
+    except nix.NixError as exc:
+        built = await _built_outputs(list(drvs.values()))
+        for name, drv in drvs.items():
+            if drv not in built:
+                failures[name] = _what_nix_said(exc)
+        return SystemsBuilt({name: built[drv] for name, drv in drvs.items() if drv in built}, failures)
+
+
+def _what_nix_said(error: nix.NixError) -> str:
+    # The first line of a NixError names the command; a target's failure starts with Nix's own words.
+    lines = error.message.splitlines()
+    return "\n".join(lines[1:] + lines[:1]) if len(lines) > 1 else error.message
+
+
+async def _built_outputs(drvs: Sequence[str]) -> dict[str, str]:
+    """drv -> its ``out`` path, for the derivations whose output is in the local store."""
+    if not drvs:
+        return {}
+    derivations = await nix.show_derivation(sorted(set(drvs)))
+    outputs = {drv: str(info["outputs"]["out"]["path"]) for drv, info in derivations.items()}
+    present = await asyncio.to_thread(lambda: {drv for drv, out in outputs.items() if os.path.exists(out)})
+    return {drv: outputs[drv] for drv in present}
 
 
 async def build_images(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from crossnix_tasks import ssh
+from crossnix_tasks.build import SystemsBuilt
 from crossnix_tasks.deploy.events import Event, EventSink
 from crossnix_tasks.deploy.history import History
 from crossnix_tasks.deploy.pipeline import Deployment, DeployOptions, nix_copy
@@ -55,8 +56,8 @@ def make_deployment(
     if listener is not None:
         sink.listeners.append(listener)
 
-    async def build(selected: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
-        return {t.name: toplevels[t.name] for t in selected if t.name in toplevels}
+    async def build(selected: Sequence[Target], log: Callable[[str], None]) -> SystemsBuilt:
+        return SystemsBuilt({t.name: toplevels[t.name] for t in selected if t.name in toplevels}, {})
 
     async def locally_known(path: str) -> bool:
         return exists(path)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from crossnix_tasks import ssh
+from crossnix_tasks.build import SystemsBuilt
 from crossnix_tasks.deploy.events import EventSink
 from crossnix_tasks.deploy.pipeline import CopyRequest, Deployment, DeployOptions
 from crossnix_tasks.inventory import DeploySettings, Target
@@ -142,9 +143,9 @@ def sim_deployment(
     if adjust is not None:
         targets = adjust(targets)
 
-    async def build(selected: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
+    async def build(selected: Sequence[Target], log: Callable[[str], None]) -> SystemsBuilt:
         await asyncio.sleep(0)
-        return {t.name: toplevel for t in selected}
+        return SystemsBuilt({t.name: toplevel for t in selected}, {})
 
     return Deployment(
         targets,

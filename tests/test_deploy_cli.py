@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from crossnix_tasks.build import SystemsBuilt
 from crossnix_tasks.commands import deploy as deploy_cmd
 from crossnix_tasks.inventory import Target
 from tests.conftest import run_cli
@@ -62,9 +63,9 @@ def test_deploy_status_rollback_round_trip(
     wanted: dict[str, str] = {}
 
     def builder(project: object) -> Callable[..., object]:
-        async def build(targets: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
+        async def build(targets: Sequence[Target], log: Callable[[str], None]) -> SystemsBuilt:
             log("stand-in build for the test")
-            return {t.name: wanted[t.name] for t in targets}
+            return SystemsBuilt({t.name: wanted[t.name] for t in targets}, {})
 
         return build
 
@@ -123,8 +124,8 @@ def test_sudo_password_from_file_is_checked_first(
     (v1,) = build_fake_systems([FakeSystemSpec("cli-pw")])
 
     def builder(project: object) -> Callable[..., object]:
-        async def build(targets: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
-            return {t.name: v1 for t in targets}
+        async def build(targets: Sequence[Target], log: Callable[[str], None]) -> SystemsBuilt:
+            return SystemsBuilt({t.name: v1 for t in targets}, {})
 
         return build
 

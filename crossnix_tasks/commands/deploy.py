@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import get_args
 
@@ -12,6 +12,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from crossnix_tasks import build, nix, nixlog, signing, ssh, ui, vmstate
+from crossnix_tasks.build import SystemsBuilt
 from crossnix_tasks.deploy import manual
 from crossnix_tasks.deploy.events import EventSink
 from crossnix_tasks.deploy.history import History
@@ -98,10 +99,10 @@ class _BuildLog:
 
 
 def project_builder(project: Project) -> BuildFn:
-    """Evaluate the selection once and build its systems (``build.build_toplevels``)."""
+    """Evaluate the selection once and build its systems; a broken target fails alone (``build_each_toplevel``)."""
 
-    async def build_systems(targets: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
-        return await build.build_toplevels(project, list(targets), view=_BuildLog(log))
+    async def build_systems(targets: Sequence[Target], log: Callable[[str], None]) -> SystemsBuilt:
+        return await build.build_each_toplevel(project, list(targets), view=_BuildLog(log))
 
     return build_systems
 
@@ -109,11 +110,11 @@ def project_builder(project: Project) -> BuildFn:
 def project_planner(project: Project) -> BuildFn:
     """For --dry-run: evaluate only; the systems' store paths come from their derivations (nothing is built)."""
 
-    async def plan_systems(targets: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
+    async def plan_systems(targets: Sequence[Target], log: Callable[[str], None]) -> SystemsBuilt:
         plan = await build.evaluate(project, [TargetRequest(t) for t in targets], view=_BuildLog(log))
         derivations = await nix.show_derivation(sorted(set(plan.toplevels.values())))
         outputs = {drv: str(info["outputs"]["out"]["path"]) for drv, info in derivations.items()}
-        return {name: outputs[drv] for name, drv in plan.toplevels.items() if drv in outputs}
+        return SystemsBuilt({name: outputs[drv] for name, drv in plan.toplevels.items() if drv in outputs}, {})
 
     return plan_systems
 

@@ -27,7 +27,7 @@ import contextlib
 import secrets
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +36,7 @@ import asyncssh
 
 from crossnix_tasks import remote as rc
 from crossnix_tasks import ssh
+from crossnix_tasks.build import SystemsBuilt
 from crossnix_tasks.deploy import health
 from crossnix_tasks.deploy.events import BUILD_JOB, EventSink, Result, Stage
 from crossnix_tasks.deploy.history import History
@@ -77,7 +78,7 @@ class Copier(Protocol):
     async def __call__(self, request: CopyRequest, log: Callable[[str], None]) -> None: ...
 
 
-BuildFn = Callable[[Sequence[Target], Callable[[str], None]], Awaitable[Mapping[str, str]]]
+BuildFn = Callable[[Sequence[Target], Callable[[str], None]], Awaitable[SystemsBuilt]]
 SignFn = Callable[[Sequence[str]], Awaitable[None]]
 KnownFn = Callable[[str], Awaitable[bool]]
 
@@ -154,7 +155,7 @@ class Deployment:
             )
         self.interrupts = 0
         self._stopping = False
-        self._build_task: asyncio.Task[Mapping[str, str]] | None = None
+        self._build_task: asyncio.Task[SystemsBuilt] | None = None
         self._sign_task: asyncio.Task[None] | None = None
         password_jobs = [j for j in self.jobs.values() if j.target.user != "root" and options.sudo_password]
         self._sudo_pending = len(password_jobs)
@@ -332,15 +333,20 @@ class Deployment:
         self._stage(job, Stage.BUILD, "waiting for the shared build")
         assert self._build_task is not None
         try:
-            toplevels = await asyncio.shield(self._build_task)
+            systems = await asyncio.shield(self._build_task)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             message = exc.message if isinstance(exc, CrossnixError) else repr(exc)
             raise CrossnixError(f"build failed: {message.splitlines()[0]}") from None
-        toplevel = toplevels.get(target.name)
+        toplevel = systems.toplevels.get(target.name)
         if not toplevel:
-            raise CrossnixError("the build produced no system for this target (see the build log)")
+            failure = systems.failures.get(target.name)
+            if failure is None:
+                raise CrossnixError("the build produced no system for this target (see the build log)")
+            for line in failure.splitlines():
+                log(line)
+            raise CrossnixError(f"build failed: {failure.splitlines()[0]}")
         job.report.toplevel = toplevel
         log(f"system: {toplevel}")
         await self._guard_profile(job, toplevel)
@@ -644,14 +650,14 @@ class Deployment:
 
     # Build -------------------------------------------------------------------------------------------------
 
-    async def _build_all(self) -> Mapping[str, str]:
+    async def _build_all(self) -> SystemsBuilt:
         def log(line: str) -> None:
             self.sink.line(BUILD_JOB, Stage.BUILD, line)
 
         started = time.monotonic()
         self.sink.stage(BUILD_JOB, Stage.BUILD, f"evaluating and building {len(self.targets)} system(s)")
         try:
-            toplevels = await self._build_fn(self.targets, log)
+            systems = await self._build_fn(self.targets, log)
         except asyncio.CancelledError:
             self.sink.result(BUILD_JOB, Stage.BUILD, Result.INTERRUPTED)
             raise
@@ -663,11 +669,14 @@ class Deployment:
             where = f" (see {self.sink.log_for(BUILD_JOB).path})" if self.sink.log_dir else ""
             self.notes.append(f"build failed: {message.splitlines()[0]}{where}")
             raise
+        toplevels = systems.toplevels
         if self._sign_fn is not None and toplevels and not self.options.dry_run:
             self._sign_task = asyncio.create_task(self._sign(list(toplevels.values())))
         took = time.monotonic() - started
-        self.sink.result(BUILD_JOB, Stage.BUILD, Result.OK, f"{len(toplevels)} system(s) in {took:.1f}s")
-        return toplevels
+        failed = f", {len(systems.failures)} failed" if systems.failures else ""
+        result = Result.FAILED if systems.failures else Result.OK
+        self.sink.result(BUILD_JOB, Stage.BUILD, result, f"{len(toplevels)} system(s) in {took:.1f}s{failed}")
+        return systems
 
     async def _sign(self, paths: Sequence[str]) -> None:
         assert self._sign_fn is not None
