@@ -28,13 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from crossnix_tasks import ssh  # noqa: E402
+from crossnix_tasks.build import SystemsBuilt  # noqa: E402
 from crossnix_tasks.deploy.events import EventSink  # noqa: E402
 from crossnix_tasks.deploy.pipeline import Deployment, DeployOptions, nix_copy  # noqa: E402
 from crossnix_tasks.inventory import DeploySettings, Target  # noqa: E402
@@ -100,8 +101,8 @@ async def crossnix(fleet: LocalFleet, targets: Sequence[LocalTarget], toplevel: 
         for t in targets
     ]
 
-    async def build(selected: Sequence[Target], log: Callable[[str], None]) -> Mapping[str, str]:
-        return {t.name: toplevel for t in selected}
+    async def build(selected: Sequence[Target], log: Callable[[str], None]) -> SystemsBuilt:
+        return SystemsBuilt({t.name: toplevel for t in selected}, {})
 
     async def sign(paths: Sequence[str]) -> None:
         await asyncio.to_thread(sign_paths, key, list(paths))
