@@ -20,7 +20,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -81,6 +81,24 @@ def _mntns(pid: int) -> str | None:
         return None
 
 
+def sigkill(pid: int, still: Callable[[int], bool] = lambda pid: True) -> bool:
+    """SIGKILL ``pid`` through a pidfd, if ``still(pid)`` holds once the pidfd pins the process (so a recycled
+    pid is never hit). True when the signal was sent."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if still(pid):
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            return True
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return False
+
+
 def kill_namespace(mntns: str | None, timeout: float = 5.0) -> None:
     """SIGKILL every process in mount namespace ``mntns`` (never our own)."""
     if not mntns or mntns == _mntns(os.getpid()):
@@ -89,20 +107,8 @@ def kill_namespace(mntns: str | None, timeout: float = 5.0) -> None:
     while True:
         found = False
         for entry in os.listdir("/proc"):
-            if not entry.isdigit() or _mntns(int(entry)) != mntns:
-                continue
-            try:
-                fd = os.pidfd_open(int(entry))
-            except OSError:
-                continue
-            try:
-                if _mntns(int(entry)) == mntns:
-                    found = True
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            if entry.isdigit() and _mntns(int(entry)) == mntns:
+                found = sigkill(int(entry), still=lambda pid: _mntns(pid) == mntns) or found
         if not found or time.monotonic() > deadline:
             return
         time.sleep(0.02)

@@ -45,7 +45,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from crossnix_tasks.localfleet import kill_namespace, prepare_nix_state
+from crossnix_tasks.localfleet import kill_namespace, prepare_nix_state, sigkill
 
 from .fakesystem import FAKE_STATE_DIR, host_nix_env
 
@@ -786,19 +786,8 @@ class Fleet:
                     ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-            if ppid != listener:
-                continue
-            try:
-                fd = os.pidfd_open(int(entry))
-            except OSError:
-                continue
-            try:
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            if ppid == listener and sigkill(int(entry)):
                 cut += 1
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
         return cut
 
     def refuse_logins(self, name: str, refuse: bool = True) -> None:
