@@ -143,3 +143,37 @@ def test_spec_file_is_private_and_removed() -> None:
 def test_eval_nix_is_package_data() -> None:
     for name in ("eval.nix", "crossnix.nix", "probe.nix", "modules/README.md"):
         assert (evaluator.NIXEXPR / name).is_file(), name
+
+
+# eval.nix itself, with real Nix ----------------------------------------------------------------------------
+
+
+async def eval_spec(spec: dict[str, Any], attr: str, tmp_path: Path) -> Any:
+    from crossnix_tasks import nix
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    return await nix.eval_json(evaluator.EVAL_NIX, attr, argstr={"specFile": str(spec_path)})
+
+
+def bare_target(name: str) -> dict[str, Any]:
+    return {
+        "modules": [], "flake": None, "want": {"toplevel": True, "image": None},
+        "crossnix": {"targetName": name, "board": "b", "system": "x86_64-linux", "buildSystem": "x86_64-linux",
+                     "strategy": "cross", "variant": "v", "settings": {}},
+    }
+
+
+async def test_missing_nixpkgs_of_a_flake_ref_project_is_named(real_nix: str, tmp_path: Path) -> None:
+    # [project] flake = "<ref>": lockFile is null in the spec, which must not end in "cannot coerce null"
+    from crossnix_tasks.nix import NixError
+
+    (tmp_path / "fl").mkdir()
+    (tmp_path / "fl" / "flake.nix").write_text("{ outputs = _: { }; }")
+    ref = f"path:{tmp_path / 'fl'}"
+    spec = {"version": 1, "project": {"lockFile": None, "flakeRef": ref}, "targets": {"t": bare_target("t")}}
+    with pytest.raises(NixError) as info:
+        await eval_spec(spec, "plan", tmp_path)
+    assert f"crossnix: flake input 'nixpkgs' is missing from {ref}" in info.value.message
+    assert "cannot coerce" not in info.value.message
+    assert info.value.known == ["missing-flake-input"]

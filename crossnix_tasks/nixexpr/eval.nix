@@ -44,12 +44,21 @@ let
     in
     mapAttrs (_: input: nodes.${resolve input}) (lock.nodes.${lock.root}.inputs or { });
 
+  # Both keys are always in the spec; null when unused.
+  lockFile = spec.project.lockFile or null;
+  flakeRef = spec.project.flakeRef or null;
+
   projectInputs =
-    if spec.project.lockFile or null != null then inputsFromLock spec.project.lockFile
-    else if spec.project.flakeRef or null != null then removeAttrs (builtins.getFlake spec.project.flakeRef).inputs [ "self" ]
+    if lockFile != null then inputsFromLock lockFile
+    else if flakeRef != null then removeAttrs (builtins.getFlake flakeRef).inputs [ "self" ]
     else { };
 
-  missingInput = name: throw "crossnix: flake input '${name}' is missing from ${spec.project.lockFile or spec.project.flakeRef or "the project (no flake.lock next to boards.toml)"}";
+  inputsSource =
+    if lockFile != null then lockFile
+    else if flakeRef != null then flakeRef
+    else "the project (no flake.lock next to boards.toml)";
+
+  missingInput = name: throw "crossnix: flake input '${name}' is missing from ${inputsSource}";
 
   evalTarget = name: t:
     let
