@@ -29,25 +29,36 @@ Strategy = Literal["cross", "emulated", "native", "remote"]
 Goal = Literal["switch", "boot", "test", "dry-activate"]
 HostKeyCheck = Literal["strict", "accept-new"]
 
-TARGET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
-TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
-FLAKE_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
-SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+# Anchored with \Z, not $: "$" also matches before a trailing newline, so "root\n" would pass.
+TARGET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}\Z")
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+REMOTE_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}\Z")  # the "user@" of build_host and proxy_jump
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+FLAKE_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*\Z")
+SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*\Z")
+IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")  # an IPv6 address's %scope: a network interface name
+# Keywords that would end the target's Host block in the generated ssh_config
+SSH_BLOCK_KEYWORDS = frozenset({"host", "match"})
+# Characters a value written into an ssh_config file (ssh.py) cannot carry
+SSH_CONFIG_UNSAFE = frozenset('"\n\r\0')
 PUBLIC_KEY = re.compile(
     r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
-    r" [A-Za-z0-9+/]+={0,3}( [^\n\r]*)?$"
+    r" [A-Za-z0-9+/]+={0,3}( [^\n\r\0]*)?\Z"
 )
 
 
 def _check_host(host: str) -> str:
     """A DNS name, an ssh_config alias or an IP address; nothing a shell or ssh could read as an option."""
     try:
-        ipaddress.ip_address(host)
-        return host
+        address = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        # ipaddress accepts any text as an IPv6 scope ("fe80::1%<anything>"); only an interface name may follow
+        scope = getattr(address, "scope_id", None)
+        if scope is None or IFACE.match(scope):
+            return host
     if len(host) > 253 or not all(HOST_LABEL.match(label) for label in host.split(".")):
         raise ValueError(
             f"{host!r} is not a host name or IP address (letters, digits, '-', '_' and dots; "
@@ -136,13 +147,32 @@ class TargetTable(_Model):
     passwordless_sudo: bool | None = None
     deploy: DeployTable | None = None
 
-    @field_validator("host", "build_host", "proxy_jump")
+    @field_validator("host")
     @classmethod
     def _host(cls, value: str | None) -> str | None:
+        return None if value is None else _check_host(value)
+
+    @field_validator("build_host", "proxy_jump")
+    @classmethod
+    def _user_at_host(cls, value: str | None) -> str | None:
         # build_host and proxy_jump may carry a user: "builder@big.example.org"
-        return None if value is None else value.rpartition("@")[0] + ("@" if "@" in value else "") + _check_host(
-            value.rpartition("@")[2]
-        )
+        if value is None:
+            return None
+        user, at, host = value.rpartition("@")
+        if at and not REMOTE_USER.match(user):
+            raise ValueError(
+                f"{user!r} is not a user name (letters, digits, '.', '-', '_'; no leading '-', spaces or "
+                "shell characters)"
+            )
+        _check_host(host)
+        return value
+
+    @field_validator("identity_file", "known_hosts")
+    @classmethod
+    def _ssh_config_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value or SSH_CONFIG_UNSAFE & set(value)):
+            raise ValueError(f"{value!r} cannot be written into an ssh_config file (empty, or a '\"' or line break)")
+        return value
 
     @field_validator("authorized_keys")
     @classmethod
@@ -178,8 +208,10 @@ class TargetTable(_Model):
     def _ssh_options(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         for key, option in (value or {}).items():
             _check_pattern(SSH_OPTION, "ssh option name")(key)
-            if "\n" in option or "\r" in option:
-                raise ValueError(f"ssh option {key} has a line break in its value")
+            if key.lower() in SSH_BLOCK_KEYWORDS:
+                raise ValueError(f"ssh option {key} would start a new block in the target's ssh_config")
+            if SSH_CONFIG_UNSAFE & set(option):
+                raise ValueError(f"ssh option {key} has a '\"' or a line break in its value")
         return value
 
     @field_validator("flake")
@@ -198,6 +230,13 @@ class TargetTable(_Model):
 class ProjectTable(_Model):
     flake: str = "."
     state_dir: str = ".crossnix"
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: str) -> str:
+        if not value or "\0" in value:
+            raise ValueError(f"{value!r} is not a directory path")
+        return value
 
 
 class InventoryFile(_Model):
@@ -401,10 +440,21 @@ def _resolve_target(
     modules = [*(defaults.modules or []), *(table.modules or [])]
     module_paths = []
     for module in modules:
-        module_path = (path.parent / Path(module).expanduser()).resolve()
-        if not module_path.exists():
+        try:
+            module_path = (path.parent / Path(module).expanduser()).resolve()
+            found = module_path.exists()
+        except (RuntimeError, ValueError, OSError) as exc:  # ~nosuchuser, a NUL byte, a name too long
+            problem("modules", f"module {module!r} is not a usable path: {exc}")
+            continue
+        if not found:
             problem("modules", f"module {module!r} not found (looked for {module_path})")
         module_paths.append(module_path)
+    paths: dict[str, Path | None] = {}
+    for key in ("identity_file", "known_hosts"):
+        try:
+            paths[key] = _path(path, pick(key))
+        except RuntimeError as exc:  # "~nosuchuser/..."
+            problem(key, f"{pick(key)!r} is not a usable path: {exc}")
     if len(problems) > start:
         return None
 
@@ -416,8 +466,8 @@ def _resolve_target(
         host=pick("host"),
         port=pick("port") or 22,
         user=pick("user") or "root",
-        identity_file=_path(path, pick("identity_file")),
-        known_hosts=_path(path, pick("known_hosts")),
+        identity_file=paths["identity_file"],
+        known_hosts=paths["known_hosts"],
         proxy_jump=pick("proxy_jump"),
         ssh_options={**(defaults.ssh_options or {}), **(table.ssh_options or {})},
         host_key_check=pick("host_key_check") or "strict",
@@ -465,7 +515,7 @@ _MODEL_FOR_LOC: dict[tuple[str, ...], type[BaseModel]] = {
 
 
 def _format_pydantic_error(path: Path, lines: LineIndex, error: Mapping[str, Any]) -> str:
-    loc = tuple(str(part) for part in error["loc"] if not _is_union_tag(part))
+    loc = _user_loc(error["loc"])
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}"
@@ -483,9 +533,17 @@ def _format_pydantic_error(path: Path, lines: LineIndex, error: Mapping[str, Any
     return f"{path}:{lines.line_of(loc)}: {'.'.join(loc) or '(top level)'}: {message}"
 
 
-def _is_union_tag(part: object) -> bool:
-    # pydantic names the union member it tried (e.g. 'CommandCheck'); users never wrote that key
-    return isinstance(part, str) and part[:1].isupper()
+_UNION_TAGS = frozenset(model.__name__ for model in (CommandCheck, TcpCheck, HttpCheck))
+
+
+def _user_loc(loc: Sequence[object]) -> tuple[str, ...]:
+    """``loc`` without the union member pydantic names after a list index (``health_checks.0.CommandCheck``):
+    users never wrote that key. A target or ssh option named like a class is kept (it follows no index)."""
+    return tuple(
+        str(part)
+        for i, part in enumerate(loc)
+        if not (part in _UNION_TAGS and i > 0 and isinstance(loc[i - 1], int))
+    )
 
 
 class LineIndex:

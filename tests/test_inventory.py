@@ -186,3 +186,79 @@ def test_missing_inventory_says_how_to_start(tmp_path: Path) -> None:
     result = run_cli_subprocess("targets", cwd=tmp_path, env={"CROSSNIX_INVENTORY": ""})
     assert result.returncode == 2
     assert "file not found" in result.stderr and "inv init" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("host", '"pi.lan\\n"'),  # "$" would match before a trailing newline
+        ("host", '"fe80::1%eth0\\nProxyCommand sh"'),  # ipaddress takes any text as an IPv6 scope
+        ("host", '"fe80::1%a b"'),
+        ("user", '"root\\n"'),
+        ("proxy_jump", '"x\\nProxyCommand sh@bastion"'),  # the part before '@' was not checked
+        ("proxy_jump", '"a b@bastion"'),
+        ("proxy_jump", '"@bastion"'),
+        ("build_host", '"-oProxyCommand=sh@big"'),
+        ("identity_file", '"key\\nProxyCommand sh"'),
+        ("identity_file", '"a\\"b"'),
+        ("known_hosts", '"kh\\rx"'),
+        ("ssh_options", '{ User = "a\\"b" }'),
+        ("ssh_options", '{ Host = "*" }'),  # would end the target's Host block
+        ("ssh_options", '{ match = "all" }'),
+        ("authorized_keys", '["ssh-ed25519 AAAA\\n"]'),
+        ("tags", '["pi\\n"]'),
+    ],
+)
+def test_values_that_would_break_ssh_config_or_a_command_line_are_rejected(
+    tmp_path: Path, builtin_plugins: Plugins, key: str, value: str
+) -> None:
+    found = problems(tmp_path, builtin_plugins, f'[targets.a]\nboard = "rpi4"\nbuild = "remote"\n{key} = {value}\n')
+    assert any(f"boards.toml:4: targets.a.{key}" in p for p in found), found
+
+
+def test_target_name_with_a_trailing_newline_is_rejected(tmp_path: Path, builtin_plugins: Plugins) -> None:
+    found = problems(tmp_path, builtin_plugins, '[targets."pi\\n"]\nboard = "rpi4"\n')
+    assert any(":1: targets." in p and "a target name must start with a letter" in p for p in found), found
+
+
+def test_safe_user_at_host_values_and_ipv6_scopes_are_accepted(tmp_path: Path, builtin_plugins: Plugins) -> None:
+    inventory = load(
+        tmp_path,
+        builtin_plugins,
+        '[targets.a]\nboard = "rpi4"\nhost = "fe80::1%eth0"\nproxy_jump = "john.doe@bastion.lan"\n'
+        'identity_file = "my keys/id_ed25519"\nbuild = "remote"\nbuild_host = "Builder_1@big"\n',
+    )
+    a = inventory.targets["a"]  # type: ignore[attr-defined]
+    assert (a.host, a.proxy_jump, a.build_host) == ("fe80::1%eth0", "john.doe@bastion.lan", "Builder_1@big")
+    assert a.identity_file == tmp_path / "my keys" / "id_ed25519"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[targets.a]\nboard = "rpi4"\nidentity_file = "~nosuchuser-xyz/key"\n', ":3: targets.a.identity_file: "),
+        ('[targets.a]\nboard = "rpi4"\nknown_hosts = "~nosuchuser-xyz/kh"\n', ":3: targets.a.known_hosts: "),
+        ('[targets.a]\nboard = "rpi4"\nmodules = ["~nosuchuser-xyz/a.nix"]\n', ":3: targets.a.modules: "),
+        ('[targets.a]\nboard = "rpi4"\nmodules = ["a\\u0000.nix"]\n', ":3: targets.a.modules: "),
+        ('[targets.a]\nboard = "rpi4"\nmodules = ["' + "m" * 5000 + '"]\n', ":3: targets.a.modules: "),
+        ('[project]\nstate_dir = "s\\u0000"\n', ":2: project.state_dir: "),
+    ],
+)
+def test_unusable_paths_are_problems_not_tracebacks(
+    tmp_path: Path, builtin_plugins: Plugins, text: str, expected: str
+) -> None:
+    found = problems(tmp_path, builtin_plugins, text)
+    assert any(expected in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [  # pydantic's union member names ('CommandCheck') are dropped from the key path; names users wrote are not
+        ('[targets.Kitchen]\nboard = "rpi4"\nhots = "x"\n', ":3: targets.Kitchen.hots: unknown key 'hots'; did you mean"),
+        ('[targets.a]\nboard = "rpi4"\nssh_options = { ServerAliveInterval = 15 }\n',
+         ":3: targets.a.ssh_options.ServerAliveInterval: Input should be a valid string"),
+    ],
+)
+def test_capitalised_keys_stay_in_the_error(tmp_path: Path, builtin_plugins: Plugins, text: str, expected: str) -> None:
+    found = problems(tmp_path, builtin_plugins, text)
+    assert any(expected in p for p in found), found
