@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,53 @@ async def test_missing_nixpkgs_of_a_flake_ref_project_is_named(real_nix: str, tm
     assert f"crossnix: flake input 'nixpkgs' is missing from {ref}" in info.value.message
     assert "cannot coerce" not in info.value.message
     assert info.value.known == ["missing-flake-input"]
+
+
+def flake_dir(path: Path, outputs: str) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "flake.nix").write_text("{ outputs = { self, ... }: " + outputs + "; }")
+    return path
+
+
+async def test_lock_inputs_are_read_like_nix_call_flake(real_nix: str, tmp_path: Path) -> None:
+    """Relative ``path:`` inputs (Nix 2.8 locks them without a parent, newer Nix with ``parent``) lie inside
+    their parent flake, and an input's outPath is its flake's directory (``?dir=``), as in Nix's call-flake.nix."""
+    project = tmp_path / "project"
+    flake_dir(project, "{ }")
+    flake_dir(project / "sub", '{ where = "${self}"; marker = builtins.readFile ./marker; }')
+    (project / "sub" / "marker").write_text("sub")
+    flake_dir(project / "sub" / "deeper", '{ marker = builtins.readFile ./marker; }')
+    (project / "sub" / "deeper" / "marker").write_text("deeper")
+    tree = tmp_path / "tree"
+    flake_dir(tree / "inner", '{ where = "${self}"; marker = builtins.readFile ./marker; }')
+    (tree / "inner" / "marker").write_text("inner")
+    lock = {
+        "version": 7,
+        "root": "root",
+        "nodes": {
+            "root": {"inputs": {"sub": "sub", "inner": "inner", "deeper": "deeper"}},
+            "sub": {"locked": {"type": "path", "path": "./sub"}, "original": {"type": "path", "path": "./sub"}},
+            "deeper": {"locked": {"type": "path", "path": "./deeper"}, "parent": ["sub"],
+                       "original": {"type": "path", "path": "./deeper"}},
+            "inner": {"locked": {"type": "path", "path": str(tree), "dir": "inner"},
+                      "original": {"type": "path", "path": str(tree), "dir": "inner"}},
+        },
+    }
+    (project / "flake.lock").write_text(json.dumps(lock))
+    spec = {"version": 1, "project": {"lockFile": str(project / "flake.lock"), "flakeRef": None}, "targets": {}}
+    got = {
+        attr: await eval_spec(spec, f"projectInputs.{attr}", tmp_path)
+        for attr in ("sub.marker", "sub.where", "sub.outPath", "deeper.marker", "deeper.outPath",
+                     "inner.marker", "inner.where", "inner.outPath", "inner.sourceInfo.outPath")
+    }
+    check_call_flake_layout(got)
+
+
+def check_call_flake_layout(got: dict[str, Any]) -> None:
+    assert (got["sub.marker"], got["deeper.marker"], got["inner.marker"]) == ("sub", "deeper", "inner")
+    assert got["sub.where"] == got["sub.outPath"]
+    assert os.path.normpath(got["deeper.outPath"]) == got["sub.outPath"] + "/deeper"
+    # with ?dir=, self and outPath are the flake's directory, sourceInfo the whole tree
+    assert got["inner.where"] == got["inner.outPath"] == got["inner.sourceInfo.outPath"] + "/inner"
+    # only the relative input's own directory was copied, never the project directory
+    assert not Path(got["sub.outPath"], "flake.lock").exists()

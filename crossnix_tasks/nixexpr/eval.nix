@@ -18,26 +18,38 @@
 { specFile }:
 let
   spec = builtins.fromJSON (builtins.readFile specFile);
-  inherit (builtins) attrNames concatStringsSep head isList mapAttrs tail;
+  inherit (builtins) attrNames concatStringsSep head isList mapAttrs substring tail;
 
   # The root inputs of a flake.lock, loaded the way Nix's own call-flake.nix
   # does, but without fetching the root: the project directory (which holds
   # built images and the fleet's keys) is never copied into the store.
+  # As in current Nix, an input's outPath is its flake's directory (with
+  # `?dir=`, a subdirectory of its source tree), and a relative `path:` input
+  # (`path:./sub`) lies inside its parent flake: inside the project directory
+  # for the root's own inputs (only that subdirectory is copied to the store).
   inputsFromLock = lockFile:
     let
       lock = builtins.fromJSON (builtins.readFile lockFile);
+      projectDir = dirOf lockFile;
       resolve = input: if isList input then follow lock.root input else input;
       follow = nodeName: path:
         if path == [ ] then nodeName else follow (resolve lock.nodes.${nodeName}.inputs.${head path}) (tail path);
       nodes = mapAttrs (key: node:
         let
-          sourceInfo = builtins.fetchTree (removeAttrs node.locked [ "dir" ]);
+          relative = node.locked.type or "" == "path" && substring 0 1 node.locked.path != "/";
+          parentPath = node.parent or [ ];
+          parent = nodes.${follow lock.root parentPath};
+          sourceInfo =
+            if !relative then builtins.fetchTree (removeAttrs node.locked [ "dir" ])
+            else if parentPath == [ ] then
+              builtins.fetchTree { type = "path"; path = toString (/. + "${projectDir}/${node.locked.path}"); }
+            else parent.sourceInfo // { outPath = "${parent.outPath}/${node.locked.path}"; };
           subdir = node.locked.dir or "";
           flakeDir = if subdir == "" then sourceInfo.outPath else "${sourceInfo.outPath}/${subdir}";
           inputs = mapAttrs (_: input: nodes.${resolve input}) (node.inputs or { });
           flake = import (flakeDir + "/flake.nix");
           outputs = flake.outputs (inputs // { self = result; });
-          result = outputs // sourceInfo // { inherit inputs outputs sourceInfo; _type = "flake"; };
+          result = outputs // sourceInfo // { outPath = flakeDir; inherit inputs outputs sourceInfo; _type = "flake"; };
         in
         if node.flake or true then result else sourceInfo
       ) (removeAttrs lock.nodes [ lock.root ]);
