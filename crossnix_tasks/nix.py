@@ -7,13 +7,15 @@ start), so tests pin these exact command lines. Commands that report progress ru
 log lines, a hint for known failures) when Nix fails.
 
 Written for Debian's Nix 2.8 (test-rig.md §1): ``nix build --json`` instead of ``--print-out-paths``, whole
-``.drv`` paths as installables, experimental features switched on through ``NIX_CONFIG``.
+``.drv`` paths as installables, experimental features switched on through ``NIX_CONFIG``. Newer Nix reads a bare
+``.drv`` installable as the derivation file itself, so :func:`build` asks for ``DRV^*`` there (Nix 2.13+).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ NIX = "nix"
 NIX_STORE = "nix-store"
 FEATURES = "nix-command flakes"
 LOG_JSON = ("--log-format", "internal-json")
+#: The first Nix with ``INSTALLABLE^OUTPUTS``; later releases stopped building the outputs of a bare ``.drv``.
+OUTPUT_SELECTOR_SINCE = (2, 13)
 
 
 def nix_env(extra: Mapping[str, str] | None = None, *, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -156,6 +160,26 @@ async def eval_installable_json(installable: str, *, apply: str | None = None, i
 # Building -------------------------------------------------------------------------------------------------
 
 
+_drv_outputs_suffix: str | None = None  # "" or "^*", once per process (tests set it)
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    """``nix (Nix) 2.8.0`` -> ``(2, 8)``."""
+    match = re.search(r"(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+async def drv_outputs_suffix() -> str:
+    """What makes a ``.drv`` installable mean "all its outputs": nothing before Nix 2.13 (which has no ``^``
+    syntax), ``^*`` from 2.13 on (newer Nix builds nothing for a bare ``.drv``: it is the file itself)."""
+    global _drv_outputs_suffix
+    if _drv_outputs_suffix is None:
+        done, _ = await _nix(["--version"], what="nix --version", check=False)
+        version = parse_version(done.stdout) if done.returncode == 0 else None
+        _drv_outputs_suffix = "^*" if version is not None and version >= OUTPUT_SELECTOR_SINCE else ""
+    return _drv_outputs_suffix
+
+
 async def build(
     installables: Sequence[str],
     *,
@@ -167,7 +191,8 @@ async def build(
     on_event: EventSink | None = None,
     env: Mapping[str, str] | None = None,
 ) -> list[BuildResult]:
-    """``nix build --json`` of ``installables`` (usually ``.drv`` paths) in one process, parallel inside Nix.
+    """``nix build --json`` of ``installables`` (usually ``.drv`` paths: their outputs are built, whatever
+    the Nix version) in one process, parallel inside Nix.
 
     ``store``: build in another store (``ssh-ng://builder``); ``builders``: hand Nix remote builders;
     ``out_link``: GC roots ``out_link``, ``out_link-1``, ... in installable order (else ``--no-link``)."""
@@ -182,7 +207,8 @@ async def build(
         args += ["--store", store]
     if builders is not None:
         args += ["--builders", builders]
-    args += list(installables)
+    suffix = await drv_outputs_suffix()
+    args += [f"{i}{suffix}" if i.endswith(".drv") else i for i in installables]
     done, _ = await _nix(args, what="nix build", on_event=on_event, env=env)
     return [
         BuildResult(str(entry["drvPath"]), {str(k): str(v) for k, v in entry.get("outputs", {}).items()})

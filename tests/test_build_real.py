@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from crossnix_tasks import build, process
+from crossnix_tasks import build, nix, process
 from crossnix_tasks.errors import CrossnixError
 from crossnix_tasks.nix import NixError
 from crossnix_tasks.project import Project
@@ -55,6 +55,7 @@ NAS = """
 async def fleet(tmp_path: Path) -> Project:
     write_standin_project(tmp_path / "fleet", FLEET, extra_files={"hosts/nas.nix": NAS})
     await lock_project(tmp_path / "fleet")
+    await nix.drv_outputs_suffix()  # `nix --version`, asked once per process, before the counted commands
     return Project(inventory_path=tmp_path / "fleet" / "boards.toml")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crossnix_tasks import nix
+from crossnix_tasks import nix, process
 from crossnix_tasks.nix import NixError
 from tests.nixfixtures import FakeRun
 
@@ -46,6 +46,35 @@ async def test_build_argv(fake_run: FakeRun) -> None:
     ]
     assert await nix.build([]) == []
     assert len(fake_run.calls) == 3
+
+
+@pytest.mark.parametrize(("version", "installable"), [
+    ("nix (Nix) 2.8.0", "/nix/store/aaa-a.drv"),
+    ("nix (Nix) 2.12.1", "/nix/store/aaa-a.drv"),
+    ("nix (Nix) 2.13.0", "/nix/store/aaa-a.drv^*"),  # a bare .drv became the file itself after 2.13
+    ("nix (Nix) 2.28.3", "/nix/store/aaa-a.drv^*"),
+    ("nix (Lix, like Nix) 2.91.1", "/nix/store/aaa-a.drv^*"),
+    ("", "/nix/store/aaa-a.drv"),
+])
+async def test_build_asks_for_the_outputs_of_a_drv_on_any_nix(
+    fake_run: FakeRun, monkeypatch: pytest.MonkeyPatch, version: str, installable: str
+) -> None:
+    monkeypatch.setattr(nix, "_drv_outputs_suffix", None)
+    fake_run.answer(["nix", "--version"], version)
+    fake_run.answer(["nix", "build"], BUILD_JSON)
+    await nix.build(["/nix/store/aaa-a.drv", "/nix/store/x-already-built"])
+    await nix.build(["/nix/store/aaa-a.drv"])
+    assert fake_run.calls[0] == ("nix", "--version")
+    assert [call[-2:] for call in fake_run.calls[1:2]] == [(installable, "/nix/store/x-already-built")]
+    assert fake_run.calls[2][-1] == installable
+    assert len(fake_run.calls) == 3  # the version is asked once
+
+
+async def test_real_nix_version_picks_the_installable_syntax(real_nix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nix, "_drv_outputs_suffix", None)
+    version = nix.parse_version((await process.run(["nix", "--version"])).stdout)
+    assert version is not None
+    assert await nix.drv_outputs_suffix() == ("^*" if version >= (2, 13) else "")
 
 
 async def test_copy_argv_and_sshopts(fake_run: FakeRun) -> None:
