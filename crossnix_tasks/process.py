@@ -120,7 +120,7 @@ async def run(
     ``check`` raises :class:`ProcessFailed` on a non-zero exit; ``timeout`` raises :class:`ProcessTimeout`.
     """
     args = _starting(argv)
-    try:
+    with _exec_errors(args):
         proc = await asyncio.create_subprocess_exec(
             *args,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
@@ -131,12 +131,6 @@ async def run(
             start_new_session=True,  # our own process group: stopping it stops nix's children too
             limit=STREAM_LIMIT,
         )
-    except FileNotFoundError:
-        raise ProcessFailed(
-            args, 127, message=f"{args[0]}: command not found", hint=_missing_hint(args[0])
-        ) from None
-    except PermissionError as exc:
-        raise ProcessFailed(args, 126, message=f"{args[0]}: cannot execute: {exc}") from None
 
     stderr_lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES if on_stderr_line else None)
     try:
@@ -209,6 +203,19 @@ def _starting(argv: Sequence[str], what: str = "") -> tuple[str, ...]:
     return args
 
 
+@contextlib.contextmanager
+def _exec_errors(args: tuple[str, ...]) -> Iterator[None]:
+    """A program that is missing or cannot be executed as a :class:`ProcessFailed` (exit codes as a shell's)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ProcessFailed(
+            args, 127, message=f"{args[0]}: command not found", hint=_missing_hint(args[0])
+        ) from None
+    except PermissionError as exc:
+        raise ProcessFailed(args, 126, message=f"{args[0]}: cannot execute: {exc}") from None
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)  # start_new_session=True: the group id is the child's pid
@@ -228,10 +235,8 @@ async def run_foreground(argv: Sequence[str], *, env: Mapping[str, str] | None =
     terminates it.
     """
     args = _starting(argv, "(foreground) ")
-    try:
+    with _exec_errors(args):
         proc = await asyncio.create_subprocess_exec(*args, env=dict(env) if env is not None else None)
-    except FileNotFoundError:
-        raise ProcessFailed(args, 127, message=f"{args[0]}: command not found") from None
     try:
         return await proc.wait()
     except BaseException:

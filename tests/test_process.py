@@ -112,3 +112,17 @@ async def test_long_stderr_lines_arrive_whole() -> None:
     await process.run(["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x >&2; echo >&2; echo after >&2"],
                       on_stderr_line=seen.append)
     assert [len(line) for line in seen] == [200000, 5]
+
+
+async def test_programs_that_cannot_start_fail_the_same_way_in_the_foreground(tmp_path: Path) -> None:
+    not_executable = tmp_path / "script"
+    not_executable.write_text("#!/bin/sh\nexit 0\n")
+    not_executable.chmod(0o644)
+    for start in (process.run, process.run_foreground):
+        with pytest.raises(ProcessFailed) as info:
+            await start([str(not_executable)])
+        assert info.value.returncode == 126 and "cannot execute" in info.value.message
+        with pytest.raises(ProcessFailed) as info:
+            await start(["nix-not-installed-anywhere"])
+        assert info.value.returncode == 127 and "command not found" in info.value.message
+        assert "install Nix" in (info.value.hint or "")
