@@ -8,10 +8,12 @@ What ``inv flash`` does, in order:
    device, a device holding the running system (``/``, ``/boot``, ``/nix``, swap, ... on it or on anything
    stacked on it), a mounted device, a read-only one (an SD card's lock switch), an empty reader, a disk that is
    neither removable nor hot-pluggable (unless ``--non-removable``), and a regular file (unless ``--to-file``).
-2. :func:`describe_destination` is the confirmation question (device, model, size), unless ``--yes``.
+   Before collecting those facts a block device is opened read-write with ``O_EXCL`` and held until the end, so
+   nothing can mount it meanwhile and what was checked and confirmed is what gets written.
+2. :func:`confirmation_question` is the question (device, model, size) asked unless ``--yes``.
 3. :func:`write_image` streams the image (zstd, xz, gzip or raw; detected from the magic bytes, not the name)
    to the destination in 4 MiB blocks with a progress bar, ``fsync``s, drops the cached pages and reads back
-   exactly the bytes written, comparing SHA-256 digests.
+   exactly the bytes written through the same descriptor, comparing SHA-256 digests.
 
 The refusals are pure functions of the collected facts (:class:`DeviceFacts`), so tests can exercise each one
 with the facts of a real machine.
@@ -326,6 +328,64 @@ def classify_path(device: Path, *, to_file: bool, image: Path | None) -> Destina
     return f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}"
 
 
+def _majmin(info: os.stat_result) -> str:
+    return f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}"
+
+
+def _claim(path: Path, majmin: str) -> tuple[int | None, OSError | None]:
+    """Open the block device read-write with ``O_EXCL``: the kernel then refuses every mount (and every other
+    exclusive user) of it and its partitions until the descriptor is closed, and a device removed meanwhile
+    leaves the descriptor dead instead of pointing at whatever takes its name. Everything ``inv flash`` does
+    to the device (write, read-back, host key) goes through this one descriptor. The open's failure is
+    returned, not raised: the rules explain a mounted or read-only device better than ``EBUSY``/``EROFS``."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as exc:
+        return None, exc
+    info = os.fstat(fd)
+    if not stat.S_ISBLK(info.st_mode) or _majmin(info) != majmin:
+        os.close(fd)
+        raise FlashRefused(f"{path} changed while it was being checked (was {majmin}, now {_majmin(info)}); "
+                           "nothing was written")
+    return fd, None
+
+
+@dataclass
+class _Held:
+    """A checked destination and, for a block device, the exclusive descriptor it is held by."""
+
+    destination: Destination
+    fd: int | None = None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+async def _inspect_and_hold(
+    device: Path, *, to_file: bool, allow_non_removable: bool, image: Path | None, facts: DeviceFacts | None
+) -> _Held:
+    classified = classify_path(device, to_file=to_file, image=image)
+    if isinstance(classified, Destination):
+        return _Held(classified)
+    # claimed first, then checked: what the rules (and the confirmation question) describe is what gets written
+    fd, failure = _claim(device, classified)
+    try:
+        facts = facts if facts is not None else await collect_facts()
+        node, size = check_block_device(device, classified, facts, allow_non_removable=allow_non_removable)
+        if failure is not None:
+            raise FlashRefused(
+                f"cannot open {device} exclusively: {failure.strerror} (something holds it: a mount, swap, LVM, "
+                f"RAID, dm-crypt or another program)\n{describe_tree(node)}"
+            )
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        raise
+    return _Held(Destination(path=Path(node.path), is_block=True, size=size, node=node), fd)
+
+
 async def inspect_destination(
     device: Path,
     *,
@@ -335,12 +395,19 @@ async def inspect_destination(
     facts: DeviceFacts | None = None,
 ) -> Destination:
     """Decide whether ``device`` may be overwritten; every refusal is a :class:`FlashRefused`."""
-    classified = classify_path(device, to_file=to_file, image=image)
-    if isinstance(classified, Destination):
-        return classified
-    facts = facts if facts is not None else await collect_facts()
-    node, size = check_block_device(device, classified, facts, allow_non_removable=allow_non_removable)
-    return Destination(path=Path(node.path), is_block=True, size=size, node=node)
+    held = await _inspect_and_hold(
+        device, to_file=to_file, allow_non_removable=allow_non_removable, image=image, facts=facts
+    )
+    held.close()
+    return held.destination
+
+
+def _check_fits(info: ImageInfo, destination: Destination) -> None:
+    if info.size is not None and destination.size is not None and info.size > destination.size:
+        raise FlashRefused(
+            f"the image needs {human_size(info.size)} but {destination.describe()} holds "
+            f"{human_size(destination.size)}"
+        )
 
 
 def confirmation_question(image: Path, destination: Destination, image_size: int | None) -> str:
@@ -483,16 +550,10 @@ class WriteResult:
     verified: bool
 
 
-def _open_destination(destination: Destination) -> int:
-    if destination.is_block:
-        # O_EXCL on a block device fails with EBUSY while anything has it mounted or claimed (the kernel's
-        # own check, racing nothing lsblk saw).
-        flags = os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC
-    else:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+def _open_file(destination: Destination) -> int:
     try:
         # 0600: a first-boot image may get a private host key written into it (crossnix_tasks/hostkeys.py)
-        return os.open(destination.path, flags, 0o600)
+        return os.open(destination.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise FlashRefused(f"cannot open {destination.path} for writing: {exc.strerror}") from None
 
@@ -512,40 +573,49 @@ def write_image(
     progress: ProgressCallback | None = None,
     verify: bool = True,
     reread: bool = True,
+    fd: int | None = None,
 ) -> WriteResult:
     """Stream ``info`` to ``destination``, fsync, and (``verify``) read it back comparing SHA-256; ``reread``
-    asks the kernel to read the new partition table of a block device."""
+    asks the kernel to read the new partition table of a block device.
+
+    ``fd`` is the destination already open read-write (the exclusive claim :func:`flash` holds; left open);
+    without it a block device is opened with ``O_EXCL`` and a regular file created or truncated."""
     report = progress or (lambda phase, done, total: None)
-    if info.size is not None and destination.size is not None and info.size > destination.size:
-        raise FlashRefused(
-            f"the image needs {human_size(info.size)} but {destination.path} holds {human_size(destination.size)}"
-        )
+    _check_fits(info, destination)
+    own = fd is None
+    if fd is None:
+        if destination.is_block:
+            fd, failure = _claim(destination.path, destination.node.majmin if destination.node else "")
+            if fd is None:
+                raise FlashRefused(f"cannot open {destination.path} for writing: {failure and failure.strerror}")
+        else:
+            fd = _open_file(destination)
     digest = hashlib.sha256()
     written = 0
-    fd = _open_destination(destination)
     try:
+        os.lseek(fd, 0, os.SEEK_SET)
         for block, consumed in image_blocks(info):
-                view = memoryview(block)
-                while view:
-                    try:
-                        n = os.write(fd, view)
-                    except OSError as exc:
-                        raise CrossnixError(
-                            f"writing {destination.path} failed after {human_size(written)}: {exc.strerror}"
-                        ) from None
-                    view = view[n:]
-                    written += n
-                digest.update(block)
-                report("writing", consumed, info.stored_size)
+            view = memoryview(block)
+            while view:
+                try:
+                    n = os.write(fd, view)
+                except OSError as exc:
+                    raise CrossnixError(
+                        f"writing {destination.path} failed after {human_size(written)}: {exc.strerror}"
+                    ) from None
+                view = view[n:]
+                written += n
+            digest.update(block)
+            report("writing", consumed, info.stored_size)
         report("syncing", info.stored_size, info.stored_size)
         os.fsync(fd)
-        _drop_cache(fd, destination.is_block)
+        expected = digest.hexdigest()
+        if not verify:
+            return WriteResult(written, expected, verified=False)
+        actual = read_back_sha256(fd, written, destination.is_block, report, name=destination.path)
     finally:
-        os.close(fd)
-    expected = digest.hexdigest()
-    if not verify:
-        return WriteResult(written, expected, verified=False)
-    actual = read_back_sha256(destination.path, written, destination.is_block, report)
+        if own:
+            os.close(fd)
     if actual != expected:
         raise CrossnixError(
             f"verification failed: {destination.path} reads back sha256 {actual}, the image is {expected}",
@@ -556,24 +626,21 @@ def write_image(
     return WriteResult(written, expected, verified=True)
 
 
-def read_back_sha256(path: Path, length: int, is_block: bool, report: ProgressCallback) -> str:
-    """SHA-256 of the first ``length`` bytes of ``path``, read from the medium rather than the page cache."""
+def read_back_sha256(fd: int, length: int, is_block: bool, report: ProgressCallback, *, name: Path) -> str:
+    """SHA-256 of the first ``length`` bytes behind ``fd``, read from the medium rather than the page cache
+    (written pages are synced, then dropped: ``POSIX_FADV_DONTNEED`` and, for a block device, ``BLKFLSBUF``)."""
     digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _drop_cache(fd, is_block)
-        done = 0
-        while done < length:
-            block = os.read(fd, min(CHUNK, length - done))
-            if not block:
-                break
-            digest.update(block)
-            done += len(block)
-            report("verifying", done, length)
-    finally:
-        os.close(fd)
+    _drop_cache(fd, is_block)
+    done = 0
+    while done < length:
+        block = os.pread(fd, min(CHUNK, length - done), done)
+        if not block:
+            break
+        digest.update(block)
+        done += len(block)
+        report("verifying", done, length)
     if done < length:
-        raise CrossnixError(f"verification failed: {path} ends after {done} bytes, {length} were written")
+        raise CrossnixError(f"verification failed: {name} ends after {done} bytes, {length} were written")
     return digest.hexdigest()
 
 
@@ -596,20 +663,6 @@ Confirm = Callable[[str], bool]
 AfterWrite = Callable[[Destination], Awaitable[None]]
 
 
-@contextlib.contextmanager
-def claimed(destination: Destination) -> Iterator[None]:
-    """Hold an exclusive claim on a block device: nothing (an auto-mounter reacting to the new partitions) can
-    mount it or its partitions meanwhile. Tools that open it without O_EXCL (debugfs) still can."""
-    if not destination.is_block:
-        yield
-        return
-    fd = os.open(destination.path, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
 async def flash(
     image: Path,
     device: Path,
@@ -623,25 +676,31 @@ async def flash(
 ) -> tuple[Destination, WriteResult]:
     """Check ``device``, ask ``confirm`` (None: the user passed ``--yes``), write ``image`` and verify it.
 
-    ``after_write`` runs once the image is verified, while the device is still claimed exclusively and before
-    the kernel re-reads its partition table (e.g. writing the pinned host key into the root file system)."""
+    A block device is held open with ``O_EXCL`` from before the checks until after ``after_write``: nothing
+    can mount it (nor an auto-mounter its new partitions) in between, and what was checked and confirmed is
+    what is written. ``after_write`` runs once the image is verified, while the device is still held and
+    before the kernel re-reads its partition table (e.g. writing the pinned host key into the root file
+    system; tools opening it without ``O_EXCL``, such as debugfs, still can)."""
     info = image_info(image)
-    destination = await inspect_destination(
+    held = await _inspect_and_hold(
         device, to_file=to_file, allow_non_removable=allow_non_removable, image=image, facts=facts
     )
-    if info.size is not None and destination.size is not None and info.size > destination.size:
-        raise FlashRefused(
-            f"the image needs {human_size(info.size)} but {destination.describe()} holds "
-            f"{human_size(destination.size)}"
-        )
-    if confirm is not None and not confirm(confirmation_question(image, destination, info.size)):
-        raise FlashRefused(f"not confirmed; {destination.path} was not touched")
-    result = await asyncio.to_thread(write_image, info, destination, progress=progress, reread=False)
+    destination = held.destination
+    written = False
     try:
+        _check_fits(info, destination)
+        if confirm is not None and not confirm(confirmation_question(image, destination, info.size)):
+            raise FlashRefused(f"not confirmed; {destination.path} was not touched")
+        if held.fd is None:
+            held.fd = _open_file(destination)
+        written = True
+        result = await asyncio.to_thread(
+            write_image, info, destination, progress=progress, reread=False, fd=held.fd
+        )
         if after_write is not None:
-            with claimed(destination):
-                await after_write(destination)
+            await after_write(destination)
     finally:
-        if destination.is_block:
+        held.close()
+        if destination.is_block and written:
             reread_partitions(destination.path)
     return destination, result

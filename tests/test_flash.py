@@ -379,3 +379,57 @@ def test_partition_of_a_loop_device_is_refused(disk_image: Path, zst_image: Path
         with pytest.raises(FlashRefused, match=f"{part} is a part on {device}, not a whole device"):
             run(flash.flash(zst_image, part, confirm=None, allow_non_removable=True))
     assert sha256(backing) == sha256(disk_image)  # untouched
+
+
+def _exclusive_open_fails(device: Path) -> bool:
+    try:
+        os.close(os.open(device, os.O_RDONLY | os.O_EXCL))
+    except OSError:
+        return True
+    return False
+
+
+def test_the_device_is_held_from_the_checks_to_the_end(zst_image: Path, disk_image: Path, tmp_path: Path) -> None:
+    """Between the checks, the confirmation, the write and the read-back nothing can claim or mount the device
+    (it used to be closed after writing and read back unclaimed, and free while the user was asked)."""
+    backing = tmp_path / "card.bin"
+    with backing.open("wb") as f:
+        f.truncate(32 * MiB)
+    held: dict[str, bool] = {}
+
+    def confirm(question: str) -> bool:
+        held["confirming"] = _exclusive_open_fails(device)
+        return True
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        held.setdefault(phase, _exclusive_open_fails(device))
+
+    with loop_device(backing) as device:
+        _, result = run(  # type: ignore[misc]
+            flash.flash(zst_image, device, confirm=confirm, allow_non_removable=True, progress=progress)
+        )
+        assert result.verified
+        assert not _exclusive_open_fails(device)  # released at the end
+    assert held == {"confirming": True, "writing": True, "syncing": True, "verifying": True}
+    assert sha256(backing, 24 * MiB) == sha256(disk_image)
+
+
+def test_a_device_swapped_while_the_user_is_asked_is_not_written(zst_image: Path, tmp_path: Path) -> None:
+    """The user confirms one card; the name is then given to another medium (here: the loop device detached and
+    attached to another file). The other medium must stay untouched."""
+    card = tmp_path / "card.bin"
+    with card.open("wb") as f:
+        f.truncate(32 * MiB)
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"\x55" * (40 * MiB))
+
+    def swap(question: str) -> bool:
+        subprocess.run(["losetup", "--detach", str(device)], check=False, capture_output=True)
+        subprocess.run(["losetup", str(device), str(other)], check=False, capture_output=True)
+        return True
+
+    with loop_device(card) as device:
+        with contextlib.suppress(CrossnixError):
+            run(flash.flash(zst_image, device, confirm=swap, allow_non_removable=True))
+        subprocess.run(["losetup", "--detach", str(device)], check=False, capture_output=True)
+    assert other.read_bytes() == b"\x55" * (40 * MiB)
