@@ -69,3 +69,19 @@ def test_selection_is_required(fleet: Path, capsys: pytest.CaptureFixture[str]) 
     assert "--target NAME" in capsys.readouterr().err
     assert run_cli("image", "--target", "box", "--variant", "sd-card") == 1
     assert "has no image variant 'sd-card'" in capsys.readouterr().err
+
+
+def test_image_paths_are_printed_as_text_not_markup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from crossnix_tasks import ui
+    from crossnix_tasks.build import BuiltImage
+    from crossnix_tasks.commands import build as commands
+
+    stream = io.StringIO()
+    monkeypatch.setattr(ui, "out", Console(file=stream, width=200))
+    placed = tmp_path / "out[/tmp]" / "[red]pi" / "nixos.img.zst"
+    commands._print_image(BuiltImage("pi", "sd-card", "/nix/store/x", Path("/nix/store/x/i.img"), 3, "ab", placed))
+    assert str(placed) in stream.getvalue()

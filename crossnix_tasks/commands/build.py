@@ -8,6 +8,7 @@ from pathlib import Path
 
 from invoke.context import Context
 from rich.table import Column, Table
+from rich.text import Text
 
 from crossnix_tasks import nix, scaffold, ui
 from crossnix_tasks.build import BuiltImage, build_images, build_toplevels, example_target
@@ -103,7 +104,7 @@ def _print_image(item: BuiltImage) -> None:
         shown = item.placed_path.relative_to(Path.cwd())
     except ValueError:
         shown = item.placed_path
-    ui.out.print(f"[bold]{shown}[/bold]", soft_wrap=True)
+    ui.out.print(Text(str(shown), style="bold"), soft_wrap=True)  # a path, not markup
     ui.out.print(f"  target  {item.target} ({item.variant})", soft_wrap=True, markup=False)
     ui.out.print(f"  size    {human_bytes(item.size)} ({item.size} bytes)", soft_wrap=True, markup=False)
     ui.out.print(f"  sha256  {item.sha256}", soft_wrap=True, markup=False)
