@@ -141,7 +141,7 @@ async def run(
             )
             returncode = await proc.wait()
     except TimeoutError:
-        await _terminate(proc)
+        await asyncio.shield(_terminate(proc))  # a Ctrl-C now must not skip the SIGKILL
         raise ProcessTimeout(args, None, "\n".join(stderr_lines)) from None
     except BaseException:  # cancellation (Ctrl-C), or a failing stderr callback
         await asyncio.shield(_terminate(proc))

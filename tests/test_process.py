@@ -126,3 +126,22 @@ async def test_programs_that_cannot_start_fail_the_same_way_in_the_foreground(tm
             await start(["nix-not-installed-anywhere"])
         assert info.value.returncode == 127 and "command not found" in info.value.message
         assert "install Nix" in (info.value.hint or "")
+
+
+async def test_cancelled_while_stopping_a_timed_out_child_still_kills_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(process, "KILL_GRACE", 0.5)
+    pidfile = tmp_path / "pid"
+    # ignores SIGTERM, so only the SIGKILL after the grace period stops it
+    task = asyncio.create_task(process.run(["sh", "-c", f"trap '' TERM; echo $$ > {pidfile}; sleep 30"], timeout=0.3))
+    await asyncio.sleep(0.5)  # timed out, waiting out the grace period
+    pid = int(pidfile.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(60):
+        if not _alive(pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(pid)
