@@ -60,8 +60,12 @@ class Disk:
 
 
 def serial_file(path: Path) -> str:
-    """``-serial`` value writing the console to ``path``."""
-    return "file:" + qemu_option_value(path)
+    """``-serial`` value writing the console to ``path``. QEMU takes everything after ``file:`` as the path
+    (no ``key=value,...`` parsing), so commas stay single here."""
+    text = str(path)
+    if "\n" in text or "\0" in text:
+        raise CrossnixError(f"QEMU cannot take a path with a line break or NUL: {text!r}")
+    return "file:" + text
 
 
 def qemu_option_value(value: str | Path) -> str:

@@ -91,7 +91,7 @@ def test_argv_qcow2_iso_headless_serial_and_commas_in_paths() -> None:
                           vars_file=Path("/v,x.fd"), serial=qemu.serial_file(Path("/log,1")))
     assert "file=/a,,b/vm.qcow2,format=qcow2,if=none,id=hd0,snapshot=on" in qcow  # a comma cannot add an option
     assert "if=pflash,format=raw,unit=1,file=/v,,x.fd" in qcow
-    assert qcow[qcow.index("-serial") + 1] == "file:/log,,1"
+    assert qcow[qcow.index("-serial") + 1] == "file:/log,1"  # -serial file: takes the rest verbatim
     iso = qemu.qemu_argv(UEFI_ARM64, disk=qemu.Disk(Path("/n.iso"), media=Media.ISO), accel=TCG, vars_file=Path("/v"))
     assert "file=/n.iso,format=raw,if=none,id=hd0,snapshot=on,readonly=on" in iso
     with pytest.raises(CrossnixError, match="line break"):
@@ -222,6 +222,19 @@ def test_qemu_exiting_early_is_reported_with_its_error(tmp_path: Path) -> None:
     with pytest.raises(CrossnixError, match="QEMU exited with status 1 before the console showed 'login:'") as e:
         asyncio.run(vm.run_until(argv, tmp_path / "l", ["login:"], 30))
     assert "nonexistent-kernel" in e.value.message
+
+
+def test_console_log_path_with_a_comma_is_where_qemu_writes(builtin_plugins: Plugins, tmp_path: Path) -> None:
+    """`-serial file:PATH` takes PATH verbatim: a doubled comma named another file and --expect never saw output."""
+    board = builtin_plugins.boards["hifive-unmatched"]
+    _require_qemu(vm.machine_for(board, "riscv64-linux"))
+    workdir = tmp_path / "fleet,a"
+    plan = asyncio.run(vm.plan_vm("t", board, "riscv64-linux", disk=None, workdir=workdir, ssh_port=None,
+                                  allow_kvm=False))
+    log = workdir / "console.log"
+    marker, _ = asyncio.run(vm.run_until(plan.argv(serial=qemu.serial_file(log)), log, ["OpenSBI"], 60))
+    assert marker == "OpenSBI"
+    assert [p.name for p in workdir.iterdir() if "console" in p.name] == ["console.log"]
 
 
 # A hand-made sd-card image through the task ---------------------------------------------------------------
