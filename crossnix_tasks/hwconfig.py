@@ -29,7 +29,7 @@ from crossnix_tasks import process
 from crossnix_tasks.errors import CrossnixError
 from crossnix_tasks.inventory import Target
 from crossnix_tasks.remote import Remote, RemoteError
-from crossnix_tasks.tomledit import append_to_list, write_atomically
+from crossnix_tasks.tomledit import replace_validated, with_list_item
 
 SCRIPT = (
     'PATH="$PATH:/run/current-system/sw/bin:/nix/var/nix/profiles/system/sw/bin"; '
@@ -139,17 +139,15 @@ def write_file(project_root: Path, target: Target, text: str, *, force: bool) ->
 
 
 def wire(inventory_path: Path, target: str, validate: Callable[[str], object]) -> bool:
-    """Add ``hosts/<target>/hardware.nix`` to ``[targets.<target>].modules``.
+    """Add ``hosts/<target>/hardware.nix`` to ``[targets.<target>].modules``; False if it is listed already.
 
-    ``validate(source)`` must raise for an invalid inventory; the original file is restored then.
+    ``validate(source)`` must raise for an invalid inventory; boards.toml is only replaced once it returned.
     """
-    original = inventory_path.read_text(encoding="utf-8")
-    added = append_to_list(inventory_path, ("targets", target, "modules"), relative_path(target))
-    if not added:
+    edited = with_list_item(
+        inventory_path, inventory_path.read_text(encoding="utf-8"), ("targets", target, "modules"),
+        relative_path(target),
+    )
+    if edited is None:
         return False
-    try:
-        validate(inventory_path.read_text(encoding="utf-8"))
-    except BaseException:
-        write_atomically(inventory_path, original)
-        raise
+    replace_validated(inventory_path, edited, validate)
     return True

@@ -1,9 +1,13 @@
-"""Edits to boards.toml through tomlkit: every comment, blank line and the order of what was there is kept."""
+"""Edits to boards.toml through tomlkit: every comment, blank line and the order of what was there is kept.
+
+Each edit is a pure function from the file's text to the edited text; :func:`replace_validated` checks the
+result before it replaces the file, so an edit producing an invalid inventory never reaches the disk.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +15,17 @@ import tomlkit
 from tomlkit.items import Table
 
 from crossnix_tasks.errors import CrossnixError
+from crossnix_tasks.inventory import parse_toml
 
 
-def add_target(path: Path, name: str, values: Mapping[str, Any], *, comment: str | None = None) -> None:
-    """Append ``[targets.NAME]`` with ``values`` to the inventory at ``path``."""
-    source = path.read_text(encoding="utf-8") if path.exists() else ""
-    document = tomlkit.parse(source)
+def _parse(path: Path, source: str) -> tomlkit.TOMLDocument:
+    parse_toml(path, source)  # invalid TOML: a ConfigError naming the line, not tomlkit's traceback
+    return tomlkit.parse(source)
+
+
+def with_target(path: Path, source: str, name: str, values: Mapping[str, Any], *, comment: str | None = None) -> str:
+    """``source`` (the text of ``path``) with ``[targets.NAME]`` holding ``values`` appended."""
+    document = _parse(path, source)
     targets = document.get("targets")
     if targets is None:
         targets = tomlkit.table(is_super_table=True)
@@ -31,12 +40,13 @@ def add_target(path: Path, name: str, values: Mapping[str, Any], *, comment: str
     for key, value in values.items():
         table.add(key, value)
     targets.add(name, table)
-    write_atomically(path, tomlkit.dumps(document))
+    return tomlkit.dumps(document)
 
 
-def append_to_list(path: Path, keys: tuple[str, ...], value: str) -> bool:
-    """Append ``value`` to the array at ``keys`` (creating it); False if it was already there."""
-    document = tomlkit.parse(path.read_text(encoding="utf-8"))
+def with_list_item(path: Path, source: str, keys: tuple[str, ...], value: str) -> str | None:
+    """``source`` (the text of ``path``) with ``value`` appended to the array at ``keys`` (created if missing);
+    None if it is there."""
+    document = _parse(path, source)
     container: Any = document
     for key in keys[:-1]:
         container = container[key]
@@ -44,11 +54,16 @@ def append_to_list(path: Path, keys: tuple[str, ...], value: str) -> bool:
     if array is None:
         container[keys[-1]] = [value]
     elif value in array:
-        return False
+        return None
     else:
         array.append(value)
-    write_atomically(path, tomlkit.dumps(document))
-    return True
+    return tomlkit.dumps(document)
+
+
+def replace_validated(path: Path, text: str, validate: Callable[[str], object]) -> None:
+    """Replace ``path`` with ``text`` once ``validate(text)`` returned (it raises for an invalid inventory)."""
+    validate(text)
+    write_atomically(path, text)
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -195,3 +195,25 @@ def test_output_that_is_not_nix_is_refused(project: dict[str, Any], capsys: pyte
     assert "does not parse as Nix" in capsys.readouterr().err
     assert not (project["dir"] / "hosts" / "pi").exists()
     assert (project["dir"] / "boards.toml").read_text() == project["toml"]
+
+
+def test_wire_validates_before_boards_toml_is_replaced(tmp_path: Path) -> None:
+    from crossnix_tasks import hwconfig
+    from crossnix_tasks.errors import CrossnixError
+
+    inventory = tmp_path / "boards.toml"
+    original = '[targets.pi]  # kitchen\nboard = "rpi4"\nmodules = ["a.nix"]  # mine\n'
+    inventory.write_text(original)
+    on_disk_while_validating: list[str] = []
+
+    def refuse(source: str) -> None:
+        on_disk_while_validating.append(inventory.read_text())
+        assert "hosts/pi/hardware.nix" in source
+        raise CrossnixError("invalid")
+
+    with pytest.raises(CrossnixError, match="invalid"):
+        hwconfig.wire(inventory, "pi", refuse)
+    assert on_disk_while_validating == [original]  # the file was never replaced by an unchecked edit
+    assert inventory.read_text() == original
+    assert hwconfig.wire(inventory, "pi", lambda source: None)
+    assert inventory.read_text() == original.replace('["a.nix"]', '["a.nix", "hosts/pi/hardware.nix"]')

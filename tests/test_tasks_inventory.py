@@ -122,3 +122,14 @@ def test_every_task_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert task_object.__doc__, f"task {name} has no docstring"
         assert run_cli(name, "--help") == 0
         assert "Usage:" in capsys.readouterr().out
+
+
+def test_add_target_to_a_file_that_is_not_toml_names_the_line(
+    project_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory = project_dir / "boards.toml"
+    inventory.write_text('[targets.a\nboard = "rpi4"\n')
+    assert run_cli("add-target", "b", "--board", "rpi4") == 2
+    err = capsys.readouterr().err
+    assert "boards.toml:1:11: invalid TOML" in err and "Traceback" not in err
+    assert inventory.read_text() == '[targets.a\nboard = "rpi4"\n'

@@ -14,8 +14,7 @@ from crossnix_tasks.inventory import Target, inventory_from_source
 from crossnix_tasks.project import Project
 from crossnix_tasks.selection import select
 from crossnix_tasks.taskutil import crossnix_task
-from crossnix_tasks.tomledit import add_target as add_target_table
-from crossnix_tasks.tomledit import write_atomically
+from crossnix_tasks.tomledit import replace_validated, with_target
 
 SELECT_HELP = "target NAME, name GLOB or @TAG; repeatable or comma-separated (default: all)"
 
@@ -181,15 +180,12 @@ def add_target(
     }
     project.plugins.board(board)  # unknown board: say which are installed
     source = path.read_text(encoding="utf-8") if path.exists() else ""
-    scratch = path.with_name(f".{path.name}.candidate")
-    try:
-        # Validate the edited file before the real one changes, so a bad value loses nothing.
-        scratch.write_text(source, encoding="utf-8")
-        add_target_table(scratch, name, values, comment=None)
-        inventory_from_source(path, scratch.read_text(encoding="utf-8"), project.plugins.boards)
-        write_atomically(path, scratch.read_text(encoding="utf-8"))
-    finally:
-        scratch.unlink(missing_ok=True)
+    # validated before the real file changes, so a bad value loses nothing
+    replace_validated(
+        path,
+        with_target(path, source, name, values),
+        lambda text: inventory_from_source(path, text, project.plugins.boards),
+    )
     ui.out.print(f"added target {name!r} ({board}) to {path}")
 
 
