@@ -9,10 +9,14 @@
 #   status          switch-to-configuration's exit code, once it has finished
 #   decided/        created (atomically, by mkdir) by whoever settles the outcome first
 #   outcome reason  confirmed | kept | rolling-back | rolled-back | rollback-failed | not-changed
-#   activation.log watchdog.log
+#   undo.pid        the process restoring the previous generation (outcome rolling-back)
+#   activation.log watchdog.log rollback.log
 # Only target-native commands: sh, date, readlink, mkdir, mv, kill, sleep, setsid, nix-env,
 # switch-to-configuration, and systemd-run/systemctl when the target runs systemd.
 set -u
+# The SSH session may vanish at any moment: a write to it then fails instead of killing this script halfway
+# (between settling an outcome and acting on it). Long work runs detached, its output in a log file.
+trap '' HUP PIPE
 self=$1
 action=$2
 shift 2
@@ -93,6 +97,18 @@ decide() {
   return 1
 }
 
+# After winning `decide rolling-back`: stop the runner (and the timer), restore, record the outcome.
+undo() { # [from-watchdog]
+  put "$S/undo.pid" "$$"
+  stop_runner
+  if [ "${1:-}" != from-watchdog ]; then stop_timer; fi
+  if restore; then put "$S/outcome" rolled-back; say "rolled back"; return 0; fi
+  put "$S/outcome" rollback-failed
+  say "ROLLBACK FAILED"
+  return 1
+}
+
+# Roll back in this process (the runner and the watchdog, which are detached already).
 rollback() { # rollback S REASON [from-watchdog]
   load "$1"
   if ! decide rolling-back "$2"; then
@@ -100,12 +116,18 @@ rollback() { # rollback S REASON [from-watchdog]
     return 3
   fi
   say "rolling back: $2"
-  stop_runner
-  if [ "${3:-}" != from-watchdog ]; then stop_timer; fi
-  if restore; then put "$S/outcome" rolled-back; say "rolled back"; return 0; fi
-  put "$S/outcome" rollback-failed
-  say "ROLLBACK FAILED"
-  return 1
+  undo "${3:-}"
+}
+
+# Wait while a rollback (ours, detached, or one the runner or the watchdog started) is still restoring:
+# until its process is gone, or 30 s when it never wrote undo.pid.
+await_rollback() {
+  n=0
+  while [ "$(get "$S/outcome")" = rolling-back ]; do
+    if [ -f "$S/undo.pid" ]; then alive "$S/undo.pid" || break; else [ $n -lt 300 ] || break; fi
+    sleep 0.1 2>/dev/null || { sleep 1; n=$((n + 9)); }
+    n=$((n + 1))
+  done
 }
 
 final() {
@@ -175,6 +197,8 @@ begin) # S PROFILE TOPLEVEL GOAL CONFIRM ACTIVATION_TIMEOUT MAGIC AUTO SYSTEMD U
 run) # S   (detached) switch-to-configuration, then record its exit status
   load "$1"
   put "$S/runner.pid" "$$"
+  # Settled before this runner got going (a rollback that found no runner.pid to stop): never switch.
+  if [ -d "$S/decided" ]; then say "outcome already decided: $(get "$S/outcome"); not switching"; exit 0; fi
   "$TOPLEVEL/bin/switch-to-configuration" "$GOAL"
   rc=$?
   if [ $rc -eq 0 ]; then put "$S/deadline" "$(( $(now) + CONFIRM ))"; fi
@@ -211,14 +235,37 @@ hold) # S SECONDS   push the deadline (after a fresh login proved the target rea
 decide) # S OUTCOME REASON   confirm (or keep) the new generation: disarms the rollback
   load "$1"
   if decide "$2" "$3"; then stop_timer; report; exit 0; fi
+  await_rollback
   report
   exit 3
   ;;
-rollback) # S REASON
-  rollback "$1" "$2"
-  rc=$?
+rollback) # S REASON   settle as rolling-back, then restore detached (a dropped connection cannot stop it halfway)
+  load "$1"
+  if decide rolling-back "$2"; then
+    if [ "$SYSTEMD" = 1 ]; then
+      systemd-run --unit="$UNIT-undo" --collect --quiet --service-type=exec --setenv=PATH="$PATH" \
+        -- /bin/sh -c 'eval "$1"' crossnix "$self" undo "$S" || detach "$S/rollback.log" undo "$S"
+    else
+      detach "$S/rollback.log" undo "$S"
+    fi
+    say "rolling back: $2"
+    rc=0
+  else
+    say "outcome already decided: $(get "$S/outcome")"
+    rc=3
+  fi
+  await_rollback
+  if [ $rc -eq 0 ]; then
+    get "$S/rollback.log"
+    if [ "$(get "$S/outcome")" != rolled-back ]; then rc=1; fi
+  fi
   report
   exit $rc
+  ;;
+undo) # S   (detached) after `rollback` settled the outcome: stop the runner, restore the previous generation
+  load "$1"
+  exec >>"$S/rollback.log" 2>&1
+  undo
   ;;
 report) # S
   load "$1"
