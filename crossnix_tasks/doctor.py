@@ -16,12 +16,13 @@ and for non-root users that sudo works without a password (or ``ask_sudo_passwor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,14 @@ def needed_inputs(targets: Iterable[Target], boards: Mapping[str, Board]) -> dic
     return needed
 
 
-def check_flake_inputs(lock_file: Path, needed: Mapping[str, Sequence[str]], urls: Mapping[str, str]) -> Check:
+def check_flake_inputs(
+    lock_file: Path,
+    needed: Mapping[str, Sequence[str]],
+    urls: Mapping[str, str],
+    follows_nixpkgs: Collection[str] = (),
+) -> Check:
+    """``follows_nixpkgs``: inputs whose flake.nix line also makes them follow the project's nixpkgs (as
+    ``inv init`` writes them)."""
     name = "flake inputs"
     if not lock_file.is_file():
         return Check(
@@ -148,7 +156,11 @@ def check_flake_inputs(lock_file: Path, needed: Mapping[str, Sequence[str]], url
     missing = [n for n in needed if n not in present]
     if not missing:
         return Check(LOCAL, name, True, f"{lock_file.name} pins {', '.join(sorted(needed))}")
-    lines = [f'inputs.{n}.url = "{urls.get(n, "github:NixOS/" + n)}";' for n in missing]
+    lines = []
+    for n in missing:
+        lines.append(f'inputs.{n}.url = "{urls.get(n, "github:NixOS/" + n)}";')
+        if n in follows_nixpkgs and n != "nixpkgs":
+            lines.append(f'inputs.{n}.inputs.nixpkgs.follows = "nixpkgs";')
     who = "; ".join(f"{n} (for {', '.join(needed[n]) or 'every target'})" for n in missing)
     return Check(
         LOCAL, name, False, f"{lock_file.name} lacks {who}",
@@ -256,8 +268,8 @@ def check_signatures(target: Target, config: Mapping[str, Any] | None, fleet_key
         target.name, name, False,
         "does not trust the fleet signing key: copies fail with \"lacks a valid signature\"",
         f'add to the target\'s configuration: nix.settings.trusted-public-keys = [ "{fleet_key}" ]; '
-        f"(crossnix images include it), or once by hand: echo 'extra-trusted-public-keys = {fleet_key}' "
-        ">> /etc/nix/nix.conf",
+        f"(crossnix images include it), or, where /etc/nix/nix.conf is not managed by NixOS, as root: "
+        f"echo 'extra-trusted-public-keys = {fleet_key}' >> /etc/nix/nix.conf && systemctl restart nix-daemon",
     )
 
 
@@ -324,9 +336,11 @@ async def local_checks(
     checks.append(check_features(plain))
     checks.append(check_trusted_user(effective, getpass.getuser(), _groups()))
     if flake_dir is not None and targets:
-        urls = {i.name: i.url for t in targets for i in boards[t.board].flake_inputs}
+        declared = [i for t in targets for i in boards[t.board].flake_inputs]
+        urls = {i.name: i.url for i in declared}
         urls.setdefault("nixpkgs", "github:NixOS/nixpkgs/nixos-unstable")
-        checks.append(check_flake_inputs(flake_dir / "flake.lock", needed_inputs(targets, boards), urls))
+        follows = {i.name for i in declared if i.follows_nixpkgs}
+        checks.append(check_flake_inputs(flake_dir / "flake.lock", needed_inputs(targets, boards), urls, follows))
     local = probe.local_system()
     by_need: dict[tuple[str, str], list[str]] = {}
     for target in targets:
@@ -359,7 +373,8 @@ async def target_checks(target: Target, env: ssh.SshEnv, fleet_key: str | None) 
                 check=False, time_limit=60,
             )
             if shown.exit_status == 0:
-                config = _unwrap(json.loads(shown.stdout))
+                with contextlib.suppress(ValueError, AttributeError):  # not JSON, or not an object
+                    config = _unwrap(json.loads(shown.stdout))
             checks.append(check_signatures(target, config, fleet_key))
         if target.user != "root":
             sudo = await run.run(remote.sudo_check_argv(False), check=False, time_limit=60)

@@ -187,3 +187,48 @@ def test_target_without_host_gets_the_config_line() -> None:
     (check,) = asyncio.run(doctor.all_target_checks([target], ssh.SshEnv(state_dir=Path("/nonexistent")), None))
     assert check.failed and "no host set" in check.detail
     assert check.fix == 'add `host = "..."` to [targets.pi]'
+
+
+def test_flake_input_fix_includes_the_follows_line_for_inputs_that_follow_nixpkgs(tmp_path: Path) -> None:
+    lock = tmp_path / "flake.lock"
+    lock.write_text(json.dumps({"nodes": {"root": {"inputs": {"nixpkgs": "a"}}}, "root": "root"}))
+    needed = {"nixpkgs": [], "vf2-firmware": ["visionfive2"], "nixos-hardware": ["rpi4"]}
+    urls = {"vf2-firmware": "github:me/vf2", "nixos-hardware": "github:NixOS/nixos-hardware"}
+    check = doctor.check_flake_inputs(lock, needed, urls, {"vf2-firmware"})
+    assert 'inputs.vf2-firmware.url = "github:me/vf2"; inputs.vf2-firmware.inputs.nixpkgs.follows = "nixpkgs";' in check.fix
+    assert "nixos-hardware.inputs.nixpkgs" not in check.fix  # declared with follows_nixpkgs=False
+
+
+def test_signature_fix_by_hand_needs_root_and_a_daemon_restart() -> None:
+    target = Target(name="pi", board="rpi4", system="aarch64-linux", user="admin")
+    check = doctor.check_signatures(target, {"require-sigs": True, "trusted-public-keys": []}, "fleet:abc=")
+    assert check.failed
+    assert "as root: echo 'extra-trusted-public-keys = fleet:abc=' >> /etc/nix/nix.conf && systemctl restart nix-daemon" in check.fix
+
+
+def test_a_target_printing_no_json_config_is_a_failed_check_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from crossnix_tasks import ssh
+
+    class FakeConn:
+        def close(self) -> None:
+            pass
+
+    class FakeRemote:
+        def __init__(self, target: Target, conn: object) -> None:
+            pass
+
+        async def run(self, argv: list[str], **_: object) -> SimpleNamespace:
+            out = {"uname": "x86_64\n", "nix-store": "nix-store (Nix) 2.8.0\n"}.get(argv[0], "warning: not JSON\n")
+            return SimpleNamespace(exit_status=0, stdout=out, stderr="")
+
+    async def connect(target: Target, env: object) -> FakeConn:
+        return FakeConn()
+
+    monkeypatch.setattr(doctor.ssh, "connect", connect)
+    monkeypatch.setattr(doctor.remote, "Remote", FakeRemote)
+    target = Target(name="pc", board="generic-uefi", system="x86_64-linux", host="pc.lan")
+    checks = asyncio.run(doctor.target_checks(target, ssh.SshEnv(state_dir=Path("/nonexistent")), "fleet:abc="))
+    signatures = [c for c in checks if c.name == "signatures"]
+    assert signatures and signatures[0].failed and "could not read the target's Nix configuration" in signatures[0].detail
