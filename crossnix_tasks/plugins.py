@@ -117,10 +117,24 @@ class Plugins:
         return sorted(infos, key=lambda info: info.name)
 
     def target_modules(self, target: object, board: Board) -> list[Path]:
-        """Modules every plugin adds to ``target`` (site policies), in registration order."""
+        """Modules every plugin adds to ``target`` (site policies), in registration order.
+
+        Each plugin is called on its own, so one that raises or answers something other than a list of paths
+        is a :class:`CrossnixError` naming it (a bare string would otherwise be split into one-letter paths)."""
+        arguments = {"target": target, "board": board}
         modules: list[Path] = []
-        for answer in reversed(self.manager.hook.crossnix_nixos_modules(target=target, board=board)):
-            modules.extend(Path(m) for m in answer or [])
+        for impl in self.manager.hook.crossnix_nixos_modules.get_hookimpls():
+            name = impl.plugin_name
+            where = f"plugin {name!r} ({self.distribution(name)}): crossnix_nixos_modules()"
+            try:
+                answer = impl.function(*(arguments[arg] for arg in impl.argnames))
+            except Exception as exc:  # a plugin's bug: name it instead of a traceback
+                raise CrossnixError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+            if answer is None:
+                continue
+            if not isinstance(answer, list | tuple) or not all(isinstance(m, str | Path) for m in answer):
+                raise CrossnixError(f"{where} must return a list of module paths, not {answer!r}")
+            modules.extend(Path(m) for m in answer)
         return modules
 
     def _error(self, plugin: str, message: str) -> PluginError:

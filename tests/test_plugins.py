@@ -200,3 +200,33 @@ def test_board_validation_rejects_an_inconsistent_board(tmp_path: Path) -> None:
         Board("x", "x", ("x86_64-linux",), (ImageVariant("iso", "iso", Media.ISO),), "usb", ())
     with pytest.raises(ValueError, match="module files missing"):
         Board("x", "x", ("x86_64-linux",), (ImageVariant("iso", "iso", Media.ISO),), "iso", (tmp_path / "no.nix",))
+
+
+class _Answers:
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    @hookimpl
+    def crossnix_nixos_modules(self, board: Board) -> object:  # a subset of the hook's arguments
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_hook_crossnix_nixos_modules_order_and_broken_answers(tmp_path: Path) -> None:
+    from crossnix_tasks.errors import CrossnixError
+
+    first, second = tmp_path / "first.nix", tmp_path / "second.nix"
+    pi = Target(name="pi", board="rpi4", system="aarch64-linux")
+    plugins = load_plugins(extra=[("a", _Answers([first])), ("b", _Answers(None)), ("c", _Answers((str(second),)))])
+    assert plugins.target_modules(pi, plugins.boards["rpi4"]) == [first, second]  # registration order
+    for answer, message in [
+        (RuntimeError("site policy bug"), "plugin 'broken' ((registered directly)): crossnix_nixos_modules() "
+                                          "failed: RuntimeError: site policy bug"),
+        ("policy.nix", "must return a list of module paths, not 'policy.nix'"),  # not split into letters
+        ([1], "must return a list of module paths"),
+    ]:
+        plugins = load_plugins(extra=[("broken", _Answers(answer))])
+        with pytest.raises(CrossnixError) as e:
+            plugins.target_modules(pi, plugins.boards["rpi4"])
+        assert message in e.value.message
