@@ -98,3 +98,76 @@ async def test_a_target_failing_before_its_sudo_check_does_not_block_the_others(
     results = {t.target: t.result for t in report.targets}
     # sim001 passed its sudo check and went on (its root commands then fail: the simulation has no sudo)
     assert results["sim000"] == Result.UNREACHABLE and report.targets[1].stage != "connect"
+
+
+def _slow(action: str, seconds: float) -> Any:
+    """The modelled target script, with ``action`` taking ``seconds`` (a slow nix-env, a slow restore)."""
+    import asyncio
+
+    from tests.rig.simfleet import SimCommand
+    from tests.simtarget import _QUOTED_SCRIPT, _script
+
+    async def handler(req: Any) -> Any:
+        if shlex.split(req.command.partition(_QUOTED_SCRIPT)[2])[:1] == [action]:
+            await asyncio.sleep(seconds)
+        return await _script(req)
+
+    return {r"(?s)sh -c .*": SimCommand(handler), **{k: v for k, v in HANDLERS.items() if not k.startswith("(?s)")}}
+
+
+def _actions(commands: list[str]) -> list[str]:
+    return [shlex.split(c)[5] for c in commands if c.startswith("sh -c") and "crossnix" in c[:40]]
+
+
+async def test_ctrl_c_twice_while_the_activation_starts_rolls_back_after_it_started(
+    rig_sim_fleet: Callable[..., Awaitable[SimFleet]], tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The second Ctrl-C lands while `begin` still runs: the rollback must come after it, not race it (a
+    rollback before `begin` finds nothing to settle, then `begin` activates the new system unopposed)."""
+    import asyncio
+
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    sim = await rig_sim_fleet(1, handlers=_slow("begin", 0.8), initial_state=initial_state)
+    deployment = sim_deployment(sim, tmp_path, TOPLEVEL, settings=DeploySettings())
+
+    def listener(event: Event) -> None:
+        if event.kind == "stage" and event.stage == Stage.ACTIVATE:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.2, deployment.interrupt)
+            loop.call_later(0.3, deployment.interrupt)
+
+    deployment.sink.listeners.append(listener)
+    report = await asyncio.wait_for(deployment.run(), 30)
+    (target,) = sim.targets.values()
+    assert report.targets[0].result == Result.ROLLED_BACK, report.targets[0].message
+    actions = _actions(target.commands)
+    assert actions.index("rollback") > actions.index("begin"), actions
+    assert target.state["current_system"] == "" and target.state["current_gen"] is None
+
+
+async def test_ctrl_c_twice_leaves_a_rollback_in_progress_alone(
+    rig_sim_fleet: Callable[..., Awaitable[SimFleet]], tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A failed health check is being rolled back when Ctrl-C comes twice: that rollback goes on (one
+    rollback, its outcome reported), it is not cut off and started over."""
+    import asyncio
+
+    from crossnix_tasks.inventory import CommandCheck
+
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    sim = await rig_sim_fleet(1, handlers=_slow("rollback", 1.0), initial_state=initial_state)
+    settings = DeploySettings(health_checks=(CommandCheck(command="false", timeout=0.2, interval=0.1),))
+    deployment = sim_deployment(sim, tmp_path, TOPLEVEL, settings=settings)
+
+    def listener(event: Event) -> None:
+        if event.kind == "stage" and event.stage == Stage.ROLLBACK:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.2, deployment.interrupt)
+            loop.call_later(0.3, deployment.interrupt)
+
+    deployment.sink.listeners.append(listener)
+    report = await asyncio.wait_for(deployment.run(), 30)
+    (target,) = sim.targets.values()
+    assert report.targets[0].result == Result.ROLLED_BACK, report.targets[0].message
+    assert _actions(target.commands).count("rollback") == 1, target.commands
+    assert target.state["current_system"] == "" and target.state["current_gen"] is None

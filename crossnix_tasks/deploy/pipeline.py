@@ -104,6 +104,7 @@ class _Job:
     state: rc.TargetState | None = None
     conns: list[asyncssh.SSHClientConnection] = field(default_factory=list)
     host: str = ""
+    rolling_back: bool = False  # a second Ctrl-C leaves it alone: it is what Ctrl-C asks for
 
 
 def _settled(report: ActivationReport, auto_rollback: bool) -> bool:
@@ -228,7 +229,7 @@ class Deployment:
         elif self.interrupts == 2:
             self.view.note("interrupted again: rolling back the activations in flight")
             for job in self.jobs.values():
-                if job.task is not None and not job.task.done():
+                if job.task is not None and not job.task.done() and not job.rolling_back:
                     job.task.cancel()
         else:
             self.view.note("still rolling back; please wait")
@@ -427,9 +428,12 @@ class Deployment:
         how = "systemd-run" if plan.systemd else "setsid"
         armed = f"; rollback armed ({plan.confirm_timeout} s to confirm)" if plan.magic_rollback else ""
         self._stage(job, Stage.ACTIVATE, f"switch-to-configuration {job.goal} via {how}{armed}")
+        # Shielded, and awaited before a rollback: a rollback racing `begin` would find nothing to settle (or a
+        # half-written state directory) and `begin` would then activate the new system unopposed.
+        starting = asyncio.ensure_future(rc.begin(job.work, plan))
         try:
             try:
-                await asyncio.shield(rc.begin(job.work, plan))
+                await asyncio.shield(starting)
             except rc.ConnectionLost:
                 log("connection lost while starting the activation; logging in again")
             except RemoteError as exc:
@@ -450,6 +454,10 @@ class Deployment:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+            if not starting.done():
+                log("interrupted while the activation starts: rolling back once it has started")
+                with contextlib.suppress(Exception):
+                    await starting
             log("interrupted during the activation: rolling back")
             await self._rollback(job, plan, "interrupted (Ctrl-C)", "interrupted; {}")
 
@@ -533,6 +541,7 @@ class Deployment:
 
     async def _rollback(self, job: _Job, plan: Activation, reason: str, template: str) -> None:
         """Roll back now through a fresh login; ``template`` gets what happened."""
+        job.rolling_back = True
         self._stage(job, Stage.ROLLBACK, reason)
         try:
             remote = await self._login(job)
