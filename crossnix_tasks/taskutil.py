@@ -11,6 +11,7 @@ from typing import Any
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
+from rich.markup import escape
 
 from crossnix_tasks import ui
 from crossnix_tasks.errors import CrossnixError
@@ -33,7 +34,7 @@ def crossnix_task(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], T
                     result = asyncio.run(result)
                 return result
             except CrossnixError as exc:
-                ui.err.print(f"[red]error:[/red] {exc.render()}", markup=True, soft_wrap=True)
+                ui.err.print(f"[red]error:[/red] {escape(exc.render())}", markup=True, soft_wrap=True)
                 raise Exit(code=exc.exit_code) from None
             except KeyboardInterrupt:
                 ui.err.print("interrupted")

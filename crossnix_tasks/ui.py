@@ -8,6 +8,7 @@ import sys
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 
 
 def _console(stream: TextIO, **kwargs: Any) -> Console:
@@ -26,4 +27,5 @@ def print_json(data: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", markup=True, soft_wrap=True)
+    """``message`` is plain text (paths, values from boards.toml, "[targets.NAME]"), never rich markup."""
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, soft_wrap=True)

@@ -433,3 +433,19 @@ def test_a_device_swapped_while_the_user_is_asked_is_not_written(zst_image: Path
             run(flash.flash(zst_image, device, confirm=swap, allow_non_removable=True))
         subprocess.run(["losetup", "--detach", str(device)], check=False, capture_output=True)
     assert other.read_bytes() == b"\x55" * (40 * MiB)
+
+
+def test_confirmation_question_shows_a_model_name_that_looks_like_markup(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model string comes from the device: it must not hide or break the question ("[/x]" raised)."""
+    from crossnix_tasks import ui
+    from crossnix_tasks.commands import board
+
+    node = BlockNode(path="/dev/sdz", kname="sdz", majmin="8:240", type="disk", size=MiB, removable=True,
+                     hotplug=True, readonly=False, vendor="[/x]", model="[black on black]Stick")
+    question = flash.confirmation_question(Path("sd.img"), flash.Destination(Path("/dev/sdz"), True, MiB, node), MiB)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr(ui.err, "input", lambda prompt: "yes")
+    assert board.ask_yes(question)
+    assert "[/x] [black on black]Stick, disk, 1.0 MiB" in capsys.readouterr().err

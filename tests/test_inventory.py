@@ -262,3 +262,22 @@ def test_unusable_paths_are_problems_not_tracebacks(
 def test_capitalised_keys_stay_in_the_error(tmp_path: Path, builtin_plugins: Plugins, text: str, expected: str) -> None:
     found = problems(tmp_path, builtin_plugins, text)
     assert any(expected in p for p in found), found
+
+
+@pytest.mark.parametrize("value", ["[/x]", "[bold]kitchen"])
+def test_error_text_that_looks_like_markup_is_printed_as_written(tmp_path: Path, value: str) -> None:
+    """Error messages carry values from boards.toml and "[targets.NAME]": rich must not read them as markup
+    (a stray closing tag was a MarkupError traceback, an opening one swallowed text)."""
+    (tmp_path / "boards.toml").write_text(f'[targets.a]\nboard = "rpi4"\nhost = "{value}"\nhots = 1\n')
+    result = run_cli_subprocess("check-config", cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    assert f"targets.a.host: '{value}' is not a host name" in result.stderr
+    assert "targets.a.hots: unknown key" in result.stderr
+
+
+def test_warnings_are_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    from crossnix_tasks import ui
+
+    ui.warn("add `host` to [targets.pi] [/x]")
+    assert "add `host` to [targets.pi] [/x]" in capsys.readouterr().err

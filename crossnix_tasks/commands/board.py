@@ -36,7 +36,7 @@ def ask_yes(question: str) -> bool:
             f"{question}\nno confirmation: standard input is not a terminal",
             hint="check the device above, then run again with --yes",
         )
-    ui.err.print(question, soft_wrap=True)
+    ui.err.print(question, soft_wrap=True, markup=False)  # holds the device's model string: never markup
     return ui.err.input("Type 'yes' to write: ").strip() == "yes"
 
 
@@ -107,7 +107,8 @@ async def flash(
         )
     ui.out.print(
         f"wrote {flashing.human_size(result.bytes_written)} to {destination.path}, "
-        f"verified (sha256 {result.sha256})"
+        f"verified (sha256 {result.sha256})",
+        markup=False,
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from invoke.context import Context
+from rich.markup import escape
 from rich.table import Table
 
 from crossnix_tasks import ui
@@ -76,7 +77,7 @@ def boards(c: Context, project: Project, json: bool = False, verbose: bool = Fal
     if verbose:
         for board in sorted(plugins.boards.values(), key=lambda b: b.name):
             for note in board.notes:
-                ui.out.print(f"[bold]{board.name}[/bold]: {note}", soft_wrap=True)
+                ui.out.print(f"[bold]{board.name}[/bold]: {escape(note)}", soft_wrap=True)
     _warn_plugin_errors(project)
 
 
@@ -124,7 +125,7 @@ def plugins(c: Context, project: Project, json: bool = False) -> None:
             table.add_row(info.name, info.distribution, info.version, "\n".join(info.hooks), ", ".join(info.boards))
         ui.out.print(table)
         for error in errors:
-            ui.err.print(f"[red]failed:[/red] {error}", markup=True, soft_wrap=True)
+            ui.err.print(f"[red]failed:[/red] {escape(str(error))}", markup=True, soft_wrap=True)
     if errors:
         raise CrossnixError(f"{len(errors)} plugin(s) could not be used")
 
@@ -186,7 +187,7 @@ def add_target(
         with_target(path, source, name, values),
         lambda text: inventory_from_source(path, text, project.plugins.boards),
     )
-    ui.out.print(f"added target {name!r} ({board}) to {path}")
+    ui.out.print(f"added target {name!r} ({board}) to {path}", markup=False)
 
 
 def _port(value: str | None) -> int | None:
@@ -202,5 +203,5 @@ def check_config(c: Context, project: Project) -> None:
     """Validate boards.toml and the plugins; print every problem with its file, line and key."""
     inventory = project.require_inventory()
     _warn_plugin_errors(project)
-    ui.out.print(f"{inventory.path}: {len(inventory.targets)} target(s), all valid")
+    ui.out.print(f"{inventory.path}: {len(inventory.targets)} target(s), all valid", markup=False)
 
