@@ -30,7 +30,8 @@ Goal = Literal["switch", "boot", "test", "dry-activate"]
 HostKeyCheck = Literal["strict", "accept-new"]
 
 # Anchored with \Z, not $: "$" also matches before a trailing newline, so "root\n" would pass.
-TARGET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}\Z")
+# Also NixOS's networking.hostName rule (it is the default host name): alphanumeric at both ends.
+TARGET_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\Z")
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 REMOTE_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}\Z")  # the "user@" of build_host and proxy_jump
@@ -404,8 +405,9 @@ def _resolve_target(
     if not TARGET_NAME.match(name):
         problem(
             None,
-            "a target name must start with a letter and hold only letters, digits, '-' and '_' "
-            "(it becomes a file name, a systemd unit name and a Nix attribute)",
+            "a target name must start with a letter, end with a letter or digit and hold only letters, "
+            "digits, '-' and '_', at most 63 (it becomes the host name, a file name, a systemd unit name "
+            "and a Nix attribute)",
         )
 
     def pick(key: str) -> Any:

@@ -119,7 +119,7 @@ def test_hosts_that_could_be_abused_are_rejected(tmp_path: Path, builtin_plugins
     assert any(f":{line}: targets.a.host: " in p and "is not a host name" in p for p in found), found
 
 
-@pytest.mark.parametrize("name", ['"a b"', '"pi;rm"', '"1pi"', '"pi.x"', '"-x"', '"${x}"'])
+@pytest.mark.parametrize("name", ['"a b"', '"pi;rm"', '"1pi"', '"pi.x"', '"-x"', '"${x}"', '"pi-"', '"pi_"', '"p' + 'i' * 63 + '"'])
 def test_target_names_that_could_be_abused_are_rejected(tmp_path: Path, builtin_plugins: Plugins, name: str) -> None:
     found = problems(tmp_path, builtin_plugins, f'[targets.{name}]\nboard = "rpi4"\n')
     assert any(":1: targets." in p and "a target name must start with a letter" in p for p in found), found
