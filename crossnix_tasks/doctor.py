@@ -264,12 +264,20 @@ def check_signatures(target: Target, config: Mapping[str, Any] | None, fleet_key
                      warning=True)
     if fleet_key in trusted:
         return Check(target.name, name, True, f"trusts the fleet key {fleet_key.split(':', 1)[0]}")
+    # Root is a trusted Nix user and crossnix copies to root with --no-check-sigs: only a warning there.
+    as_root = target.user == "root"
+    consequence = (
+        "deploys as root still work (root copies skip the check), deploys as another user would fail"
+        if as_root
+        else "copies fail with \"lacks a valid signature\""
+    )
     return Check(
         target.name, name, False,
-        "does not trust the fleet signing key: copies fail with \"lacks a valid signature\"",
+        f"does not trust the fleet signing key: {consequence}",
         f'add to the target\'s configuration: nix.settings.trusted-public-keys = [ "{fleet_key}" ]; '
         f"(crossnix images include it), or, where /etc/nix/nix.conf is not managed by NixOS, as root: "
         f"echo 'extra-trusted-public-keys = {fleet_key}' >> /etc/nix/nix.conf && systemctl restart nix-daemon",
+        warning=as_root,
     )
 
 

@@ -139,9 +139,10 @@ def test_doctor_on_a_fleet(fleet_project: dict[str, Any], capsys: pytest.Capture
                 assert checks[(name, check)]["ok"], checks[(name, check)]
     assert "host key verified" in checks[("good", "ssh")]["detail"]
     assert checks[("wheel", "sudo")]["detail"] == "cxdoc2 runs sudo without a password"
-    # a target that does not trust the fleet key gets the exact configuration line
+    # a target that does not trust the fleet key gets the exact configuration line; it deploys as root,
+    # whose copies skip the signature check, so it is a warning there (a non-root user fails: unit test below)
     unsigned = checks[("unsigned", "signatures")]
-    assert unsigned["status"] == "FAIL" and "lacks a valid signature" in unsigned["detail"]
+    assert unsigned["status"] == "warning" and "deploys as another user would fail" in unsigned["detail"]
     assert f'nix.settings.trusted-public-keys = [ "{fleet_project["key"]}" ];' in unsigned["fix"]
     # sudo needing a password
     admin = checks[("admin", "sudo")]
@@ -167,9 +168,9 @@ def test_doctor_passes_for_healthy_targets_and_prints_fixes_in_text(
     assert run_cli("doctor", "--on", "@ok") == 0
     out = capsys.readouterr().out
     assert "good\n" in out and "wheel\n" in out and "0 failed" in out
-    assert run_cli("doctor", "--on", "unsigned", "--connect-timeout", "3") == 1
+    assert run_cli("doctor", "--on", "unsigned", "--connect-timeout", "3") == 0
     out = capsys.readouterr().out
-    assert "FAIL     signatures" in out and f"fix: add to the target's configuration: nix.settings.trusted-public-keys = [ \"{fleet_project['key']}\" ];" in out
+    assert "warning  signatures" in out and f"fix: add to the target's configuration: nix.settings.trusted-public-keys = [ \"{fleet_project['key']}\" ];" in out
 
 
 def test_doctor_without_an_inventory_checks_this_machine(project_dir: Path, real_nix: str,
@@ -202,7 +203,7 @@ def test_flake_input_fix_includes_the_follows_line_for_inputs_that_follow_nixpkg
 def test_signature_fix_by_hand_needs_root_and_a_daemon_restart() -> None:
     target = Target(name="pi", board="rpi4", system="aarch64-linux", user="admin")
     check = doctor.check_signatures(target, {"require-sigs": True, "trusted-public-keys": []}, "fleet:abc=")
-    assert check.failed
+    assert check.failed and 'copies fail with "lacks a valid signature"' in check.detail
     assert "as root: echo 'extra-trusted-public-keys = fleet:abc=' >> /etc/nix/nix.conf && systemctl restart nix-daemon" in check.fix
 
 
