@@ -212,14 +212,6 @@ async def read_state(remote: Remote, profile: str = SYSTEM_PROFILE) -> TargetSta
     return parse_state(result.stdout)
 
 
-def has_systemd_argv() -> list[str]:
-    return ["test", "-d", "/run/systemd/system"]
-
-
-async def has_systemd(remote: Remote) -> bool:
-    return (await remote.run(has_systemd_argv(), check=False, time_limit=60)).exit_status == 0
-
-
 def is_nixos_system_argv(toplevel: str) -> list[str]:
     return ["test", "-f", f"{toplevel}/nixos-version"]
 

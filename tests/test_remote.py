@@ -67,7 +67,6 @@ def test_command_lines_are_pinned() -> None:
     assert rc.begin_argv(plan(magic_rollback=False, systemd=False, goal="boot"))[9:15] == [
         "boot", "30", "600", "0", "1", "0"
     ]
-    assert rc.has_systemd_argv() == ["test", "-d", "/run/systemd/system"]
     assert rc.is_nixos_system_argv(TOP) == ["test", "-f", f"{TOP}/nixos-version"]
     assert rc.sudo_check_argv(True) == ["sudo", "-k", "-S", "-p", "", "true"]
     assert rc.sudo_check_argv(False) == ["sudo", "-n", "true"]

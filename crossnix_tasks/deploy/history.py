@@ -24,9 +24,6 @@ class History:
     def knows(self, target: str, toplevel: str) -> bool:
         return toplevel in self._data.get(target, [])
 
-    def systems(self, target: str) -> list[str]:
-        return list(self._data.get(target, []))
-
     def record(self, target: str, toplevel: str) -> None:
         entries = [p for p in self._data.get(target, []) if p != toplevel]
         entries.append(toplevel)
