@@ -16,7 +16,8 @@ from crossnix_tasks.deploy.report import DeployReport
 from crossnix_tasks.inventory import DeploySettings, Target
 from tests.rig.fleet import Fleet
 
-FAST = DeploySettings(confirm_timeout=3, activation_timeout=20)
+# The smallest confirm_timeout boards.toml accepts: short tests, with room for a loaded CI machine.
+FAST = DeploySettings(confirm_timeout=5, activation_timeout=20)
 
 
 def exists(path: str) -> bool:
