@@ -142,6 +142,7 @@ class Deployment:
         self._locally_known = locally_known
         parallel = options.parallel or min((t.deploy.parallel for t in self.targets), default=10)
         self.parallel = max(1, parallel)
+        # Logins are cheap and let the shared build start early; copies and activations do the heavy work.
         self._connect_sem = asyncio.Semaphore(max(2 * self.parallel, 16))
         self._copy_sem = asyncio.Semaphore(self.parallel)
         self._activate_sem = asyncio.Semaphore(self.parallel)
