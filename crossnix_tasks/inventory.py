@@ -49,6 +49,22 @@ PUBLIC_KEY = re.compile(
 )
 
 
+def _is_ipv6(value: str) -> bool:
+    return value.count(":") > 1
+
+
+def _check_user_at_host(value: str) -> str:
+    """``[user@]host``, as build hosts and jump hosts are written: "builder@big.example.org"."""
+    user, at, host = value.rpartition("@")
+    if at and not REMOTE_USER.match(user):
+        raise ValueError(
+            f"{user!r} is not a user name (letters, digits, '.', '-', '_'; no leading '-', spaces or "
+            "shell characters)"
+        )
+    _check_host(host)
+    return value
+
+
 def _check_host(host: str) -> str:
     """A DNS name, an ssh_config alias or an IP address; nothing a shell or ssh could read as an option."""
     try:
@@ -153,19 +169,22 @@ class TargetTable(_Model):
     def _host(cls, value: str | None) -> str | None:
         return None if value is None else _check_host(value)
 
-    @field_validator("build_host", "proxy_jump")
+    @field_validator("build_host")
     @classmethod
-    def _user_at_host(cls, value: str | None) -> str | None:
-        # build_host and proxy_jump may carry a user: "builder@big.example.org"
+    def _build_host(cls, value: str | None) -> str | None:
+        return None if value is None else _check_user_at_host(value)
+
+    @field_validator("proxy_jump")
+    @classmethod
+    def _proxy_jump(cls, value: str | None) -> str | None:
+        # OpenSSH's ProxyJump: comma-separated hops, each [user@]host[:port]
         if value is None:
             return None
-        user, at, host = value.rpartition("@")
-        if at and not REMOTE_USER.match(user):
-            raise ValueError(
-                f"{user!r} is not a user name (letters, digits, '.', '-', '_'; no leading '-', spaces or "
-                "shell characters)"
-            )
-        _check_host(host)
+        for hop in value.split(","):
+            host, colon, port = hop.rpartition(":") if ":" in hop and not _is_ipv6(hop) else (hop, "", "")
+            if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+                raise ValueError(f"{hop!r}: the port after ':' must be a number from 1 to 65535")
+            _check_user_at_host(host)
         return value
 
     @field_validator("identity_file", "known_hosts")

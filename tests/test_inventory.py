@@ -198,6 +198,9 @@ def test_missing_inventory_says_how_to_start(tmp_path: Path) -> None:
         ("proxy_jump", '"x\\nProxyCommand sh@bastion"'),  # the part before '@' was not checked
         ("proxy_jump", '"a b@bastion"'),
         ("proxy_jump", '"@bastion"'),
+        ("proxy_jump", '"bastion:ssh"'),  # a port is a number
+        ("proxy_jump", '"bastion:0"'),
+        ("proxy_jump", '"ok.lan,-oProxyCommand=sh"'),  # every hop is checked
         ("build_host", '"-oProxyCommand=sh@big"'),
         ("identity_file", '"key\\nProxyCommand sh"'),
         ("identity_file", '"a\\"b"'),
@@ -231,6 +234,12 @@ def test_safe_user_at_host_values_and_ipv6_scopes_are_accepted(tmp_path: Path, b
     a = inventory.targets["a"]  # type: ignore[attr-defined]
     assert (a.host, a.proxy_jump, a.build_host) == ("fe80::1%eth0", "john.doe@bastion.lan", "Builder_1@big")
     assert a.identity_file == tmp_path / "my keys" / "id_ed25519"
+
+
+def test_proxy_jump_takes_ports_and_several_hops(tmp_path: Path, builtin_plugins: Plugins) -> None:
+    hops = "jump@bastion.lan:2222,inner.lan,10.0.0.1:22"
+    inventory = load(tmp_path, builtin_plugins, f'[targets.a]\nboard = "rpi4"\nproxy_jump = "{hops}"\n')
+    assert inventory.targets["a"].proxy_jump == hops  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
