@@ -34,8 +34,13 @@ def crossnix_task(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], T
                     result = asyncio.run(result)
                 return result
             except CrossnixError as exc:
-                ui.err.print(f"[red]error:[/red] {escape(exc.render())}", markup=True, soft_wrap=True)
+                _report(exc.render())
                 raise Exit(code=exc.exit_code) from None
+            except OSError as exc:
+                # A directory that cannot be created, a full disk, a file without permission: the user's to fix,
+                # and the OS's message (with the file name) says what it is.
+                _report(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+                raise Exit(code=1) from None
             except KeyboardInterrupt:
                 ui.err.print("interrupted")
                 raise Exit(code=130) from None
@@ -48,6 +53,10 @@ def crossnix_task(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], T
         return made
 
     return decorate
+
+
+def _report(message: str) -> None:
+    ui.err.print(f"[red]error:[/red] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def _print_help(task_name: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_subprocess
 
 COMMENTED = """\
 # Fleet of the Smith household.   (trailing spaces kept)
@@ -133,3 +133,13 @@ def test_add_target_to_a_file_that_is_not_toml_names_the_line(
     err = capsys.readouterr().err
     assert "boards.toml:1:11: invalid TOML" in err and "Traceback" not in err
     assert inventory.read_text() == '[targets.a\nboard = "rpi4"\n'
+
+
+def test_an_os_error_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "boards.toml"
+    result = run_cli_subprocess(
+        "add-target", "pi", "--board", "rpi4", cwd=tmp_path, env={"CROSSNIX_INVENTORY": str(missing)}
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: No such file or directory: ") and str(missing.parent) in result.stderr
