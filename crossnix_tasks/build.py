@@ -207,7 +207,11 @@ async def _realise_group(
         results = await _build_on_host(group.value, drvs, view)
     else:
         builders = group.value if group.kind == "builders" else None
-        results = await nix.build(drvs, builders=builders, out_link=out_link, on_event=view.nix_event)
+        # Nix offers every build to the builders first; with no local slots (build = "remote") it also never
+        # falls back to building here while they are busy.
+        results = await nix.build(
+            drvs, builders=builders, max_jobs="0" if builders else "auto", out_link=out_link, on_event=view.nix_event
+        )
     links = _links_by_target(out_link.parent) if out_link is not None else {}
     realised = {}
     for number, result in enumerate(results):

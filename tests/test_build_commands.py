@@ -129,7 +129,7 @@ async def test_remote_strategies(project: Project, fake_run: FakeRun) -> None:
     far, farm = drv("nixos-system-far"), drv("nixos-system-farm")
     assert rest == sorted([
         (*BUILD, drv("nixos-system-pi-a")),
-        ("nix", "build", "--json", "--log-format", "internal-json", "--no-link", "--max-jobs", "auto", "--keep-going",
+        ("nix", "build", "--json", "--log-format", "internal-json", "--no-link", "--max-jobs", "0", "--keep-going",
          "--builders", "ssh://arm-builder aarch64-linux", farm),
         ("nix", "copy", "--log-format", "internal-json", "--to", "ssh-ng://builder@big-box", "--derivation", far),
         ("nix", "build", "--json", "--log-format", "internal-json", "--no-link", "--max-jobs", "auto", "--keep-going",

@@ -3,6 +3,7 @@ the rig's own fake systems: copied with crossnix's `nix copy`, switched, logged 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -50,4 +51,30 @@ build_host = "rigbuilder"
     toplevel = (await build.build_toplevels(project, list(project.inventory.targets.values())))["far"]
     # built in the build host's store, then copied back here
     assert rig_fleet.has_path("rigbuilder", toplevel)
+    assert (Path(toplevel) / "bin" / "switch-to-configuration").is_file()
+
+
+async def test_remote_strategy_hands_the_build_to_nix_remote_builders(
+    rig_fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The builder accepts the unsigned inputs Nix's build hook copies to it (a builder trusts its clients).
+    builder = await rig_fleet.astart("rigfarm", require_sigs=False)
+    toml = f"""
+[targets.farmed]
+board = "generic-uefi"
+system = "x86_64-linux"
+build = "remote"
+builders = "ssh-ng://{builder.alias} x86_64-linux - 1"
+modules = ["hosts/this-run.nix"]
+"""
+    # A system no earlier run built: Nix builds nothing that is already in this machine's store.
+    this_run = f'{{ ... }}: {{ environment.etc."crossnix-test-run".text = "{time.time_ns()}"; }}\n'
+    write_standin_project(tmp_path / "p", toml, extra_files={"hosts/this-run.nix": this_run})
+    await lock_project(tmp_path / "p")
+    project = Project(inventory_path=tmp_path / "p" / "boards.toml")
+    # Nix's build hook runs `ssh` as this user: the fleet's ssh_config holds the alias, key and host key.
+    monkeypatch.setenv("NIX_SSHOPTS", rig_fleet.nix_env()["NIX_SSHOPTS"])
+    toplevel = (await build.build_toplevels(project, list(project.inventory.targets.values())))["farmed"]
+    # built on the builder although this machine could have built it (build = "remote"), then copied back
+    assert rig_fleet.has_path("rigfarm", toplevel)
     assert (Path(toplevel) / "bin" / "switch-to-configuration").is_file()
